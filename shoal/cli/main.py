@@ -1,0 +1,192 @@
+"""``shoal``: one command for the whole cluster."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shoal.cli.common import cluster_option, cluster_target, connect, fail, friendly_errors, json_option, print_json
+from shoal.cli.fs import fs_group
+from shoal.core.config import load_config, parse_settings
+from shoal.core.units import format_size
+from shoal.errors import ClusterNotFound
+
+set_option = click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable); see shoal config."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="shoal")
+def cli() -> None:
+    """shoal: a distributed file system, resource manager and compute engine in Python.
+
+    Start a local cluster with `shoal up`, then use `shoal fs`, `shoal nodes`, ...
+    Every command finds its cluster through --cluster, $SHOAL_CLUSTER or ./shoal-cluster.
+    """
+
+
+@cli.command()
+@click.option("--workers", "-n", default=3, show_default=True, type=click.IntRange(1, 256), help="Number of workers.")
+@click.option("--racks", default=1, show_default=True, type=click.IntRange(1, 256), help="Racks r1..rN, workers round-robin.")
+@cluster_option
+@click.option("--detach", "-d", is_flag=True, help="Return once the cluster is up (stop it with shoal down).")
+@set_option
+@friendly_errors
+def up(workers: int, racks: int, cluster: str | None, detach: bool, settings: tuple[str, ...]) -> None:
+    """Start a master and N workers as local processes."""
+    from shoal.cluster.local import LocalCluster
+
+    folder = Path(cluster_target(cluster))
+    if folder.as_posix().startswith("shoal://"):
+        fail("shoal up needs a cluster folder, not a master address")
+    lc = LocalCluster(folder)
+    started = time.monotonic()
+    lc.up(workers=workers, racks=racks, overrides=parse_settings(settings) if settings else None)
+    click.echo(
+        f"cluster up in {folder} ({workers} workers on {racks} rack{'s' if racks > 1 else ''}, "
+        f"{time.monotonic() - started:.1f}s); master log: {folder / 'master' / 'master.log'}"
+    )
+    if detach:
+        return
+    click.echo("running in the foreground; Ctrl-C stops the cluster")
+    stopping = {"flag": False}
+
+    def _stop(*_: object) -> None:
+        stopping["flag"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        lc.wait()
+        fail("the cluster's processes exited")
+    except KeyboardInterrupt:
+        n = lc.down()
+        click.echo(f"stopped {n} processes")
+
+
+@cli.command()
+@cluster_option
+@friendly_errors
+def down(cluster: str | None) -> None:
+    """Stop a local cluster's processes."""
+    from shoal.cluster.local import stop_cluster
+
+    folder = Path(cluster_target(cluster))
+    if not (folder / "cluster.json").exists():
+        raise ClusterNotFound(f"no cluster in {folder}")
+    n = stop_cluster(folder)
+    click.echo(f"stopped {n} processes" if n else f"no processes were running in {folder}")
+
+
+@cli.command()
+@json_option
+@cluster_option
+@friendly_errors
+def nodes(as_json: bool, cluster: str | None) -> None:
+    """Workers: id, address, rack, state, capacity, used, blocks, pid, last heartbeat."""
+    with connect(cluster) as c:
+        report = c.fs.report()
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"{len(report.nodes)} workers, {report.files} files, {report.blocks} blocks")
+    for col in ("id", "address", "rack", "state", "capacity", "used", "remaining", "blocks", "pid", "heartbeat"):
+        table.add_column(col)
+    for n in report.nodes:
+        state = n.state if n.state == "live" else f"[red]{n.state}[/red]"
+        table.add_row(
+            n.node_id, f"{n.host}:{n.data_port}", n.rack, state, format_size(n.capacity_bytes),
+            format_size(n.used_bytes), format_size(n.remaining_bytes), str(n.blocks), str(n.pid),
+            f"{n.last_heartbeat_s:.1f}s ago",
+        )
+    Console().print(table)
+
+
+@cli.command("config")
+@json_option
+@cluster_option
+@set_option
+@friendly_errors
+def config_cmd(as_json: bool, cluster: str | None, settings: tuple[str, ...]) -> None:
+    """List every configuration key with its value (a running cluster's, if any)."""
+    folder = Path(cluster_target(cluster))
+    cfg = None
+    if not folder.as_posix().startswith("shoal://") and (folder / "master" / "address.json").exists():
+        try:
+            with connect(cluster) as c:
+                cfg = c.fs.config
+        except Exception:
+            cfg = None
+    if cfg is None:
+        cfg = load_config(folder if folder.is_dir() else None, parse_settings(settings))
+    changed = cfg.overrides()
+    if as_json:
+        print_json(dict(cfg.items()))
+        return
+    for key, value in cfg.items():
+        mark = "  (set)" if key in changed else ""
+        click.echo(f"{key} = {value}{mark}")
+
+
+@cli.command(hidden=False)
+@click.option("--dir", "folder", required=True, type=click.Path(path_type=Path), help="State and log folder.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
+@click.option("--port", default=0, show_default=True, type=int, help="RPC port (0: any free port).")
+@click.option("--secret-file", required=True, type=click.Path(path_type=Path), help="Cluster secret.")
+@click.option("--config-dir", type=click.Path(path_type=Path), help="Folder with config.json.")
+@set_option
+@friendly_errors
+def master(folder: Path, host: str, port: int, secret_file: Path, config_dir: Path | None, settings: tuple[str, ...]) -> None:
+    """Run a master (namenode + resource manager) in the foreground."""
+    from shoal.cluster.master import serve_master
+    from shoal.core.node import read_secret, run_loop
+
+    config = load_config(config_dir, parse_settings(settings))
+    run_loop(serve_master(folder, host, port, read_secret(secret_file), config))
+
+
+@cli.command()
+@click.option("--master", "master_addr", required=True, metavar="HOST:PORT", help="The master's RPC address.")
+@click.option("--rack", default="r1", show_default=True, help="Rack label for replica placement.")
+@click.option("--dir", "folder", required=True, type=click.Path(path_type=Path), help="Data and log folder.")
+@click.option("--id", "node_id", default=None, help="Worker id (default: kept in DIR/node_id).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind and advertise.")
+@click.option("--port", default=0, show_default=True, type=int, help="Data port (0: any free port).")
+@click.option("--secret-file", required=True, type=click.Path(path_type=Path), help="Cluster secret.")
+@click.option("--config-dir", type=click.Path(path_type=Path), help="Folder with config.json.")
+@set_option
+@friendly_errors
+def worker(
+    master_addr: str, rack: str, folder: Path, node_id: str | None, host: str, port: int,
+    secret_file: Path, config_dir: Path | None, settings: tuple[str, ...],
+) -> None:
+    """Run a worker (datanode) in the foreground."""
+    from shoal.cluster.worker import serve_worker
+    from shoal.core.node import read_secret
+
+    mhost, _, mport = master_addr.rpartition(":")
+    if not mhost or not mport.isdigit():
+        fail(f"--master expects HOST:PORT, got {master_addr!r}")
+    config = load_config(config_dir, parse_settings(settings))
+    serve_worker(
+        folder, master=(mhost, int(mport)), rack=rack, host=host, port=port, node_id=node_id,
+        secret=read_secret(secret_file), config=config,
+    )
+
+
+cli.add_command(fs_group)
+
+
+def main() -> None:
+    cli(prog_name="shoal")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The worker daemon: hosts the data node (and, later, the container agent)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+from shoal.core.config import Config
+from shoal.core.node import setup_logging, write_json_atomic
+from shoal.dfs.datanode import DataNode
+from shoal.errors import ShoalError
+
+ADDRESS_FILE = "address.json"
+NODE_ID_FILE = "node_id"
+REGISTER_DEADLINE_S = 30.0
+
+
+def stable_node_id(folder: Path, requested: str | None) -> str:
+    """A worker keeps its id across restarts, so the master recognises it returning."""
+    path = folder / NODE_ID_FILE
+    if requested:
+        path.write_text(requested)
+        return requested
+    if path.exists():
+        return path.read_text().strip()
+    node_id = "w-" + secrets.token_hex(4)
+    path.write_text(node_id)
+    return node_id
+
+
+def serve_worker(
+    folder: Path,
+    *,
+    master: tuple[str, int],
+    rack: str,
+    host: str,
+    port: int,
+    node_id: str | None,
+    secret: bytes,
+    config: Config,
+) -> None:
+    """Run until SIGTERM/SIGINT."""
+    folder.mkdir(parents=True, exist_ok=True)
+    node_id = stable_node_id(folder, node_id)
+    log = setup_logging(folder, "worker")
+    datanode = DataNode(
+        node_id=node_id,
+        rack=rack,
+        data_dir=folder / "data",
+        host=host,
+        port=port,
+        master=master,
+        secret=secret,
+        config=config,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    deadline = time.monotonic() + REGISTER_DEADLINE_S
+    while True:
+        try:
+            datanode.start()
+            break
+        except ShoalError as exc:
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            log.warning("cannot register with master yet: %s", exc)
+            stop.wait(0.2)
+    write_json_atomic(
+        folder / ADDRESS_FILE,
+        {"node_id": node_id, "host": host, "data_port": datanode.port, "rack": rack, "pid": os.getpid()},
+    )
+    stop.wait()
+    log.info("worker %s stopping", node_id)
+    datanode.stop()

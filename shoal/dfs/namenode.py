@@ -1,0 +1,340 @@
+"""The master's file-system service: namespace, block map, workers, leases.
+
+Decisions are delegated to pure cores (:class:`Namespace`, :class:`BlockPlacementPolicy`,
+:class:`LeaseManager`); this class keeps the soft state those cores do not own (which
+worker holds which replica, when each worker last heartbeat) and turns requests into
+core operations. Handlers are synchronous and fast, called from the master's loop;
+time comes from an injected :class:`Clock`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shoal.core.config import Config
+from shoal.core.wire import Empty
+from shoal.dfs import protocol as p
+from shoal.dfs.leases import LeaseManager
+from shoal.dfs.namespace import (
+    AbandonBlockOp,
+    AddBlockOp,
+    AppendOp,
+    CommitBlockLengthOp,
+    CompleteOp,
+    CreateOp,
+    DeleteOp,
+    FileStatus,
+    MkdirsOp,
+    Namespace,
+    NamespaceOp,
+    OpResult,
+    RecoverLeaseOp,
+    RenameOp,
+)
+from shoal.dfs.placement import BlockPlacementPolicy, NodeView, sort_by_distance
+from shoal.errors import BadRequest, LeaseHeld, NoLiveWorkers
+
+log = logging.getLogger("dfs.namenode")
+
+LIVE = "live"
+DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Monotonic time for liveness and leases, wall time for file timestamps."""
+
+    monotonic: Callable[[], float]
+    wall: Callable[[], float]
+
+
+@dataclass
+class DatanodeDescriptor:
+    """What the master knows of one worker."""
+
+    info: p.DatanodeInfo
+    capacity_bytes: int
+    remaining_bytes: int
+    pid: int
+    last_heartbeat: float
+    used_bytes: int = 0
+    xceivers: int = 0
+    state: str = LIVE
+    blocks: set[int] = field(default_factory=set)
+    pending_deletes: list[int] = field(default_factory=list)
+
+    def view(self) -> NodeView:
+        return NodeView(self.info.node_id, self.info.rack, self.remaining_bytes, self.xceivers)
+
+
+class NameNode:
+    """Handles every file-system request the master receives."""
+
+    def __init__(self, config: Config, clock: Clock, *, seed: int | None = None, journal=None) -> None:
+        self.config = config
+        self.clock = clock
+        self.namespace = Namespace()
+        self.leases = LeaseManager()
+        self.placement = BlockPlacementPolicy()
+        self.rng = random.Random(seed)
+        self.nodes: dict[str, DatanodeDescriptor] = {}
+        self.block_map: dict[int, set[str]] = {}
+        self.journal = journal
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _apply(self, op: NamespaceOp) -> OpResult:
+        result = self.namespace.apply(op)
+        if self.journal is not None:
+            self.journal(op)
+        return result
+
+    def _live(self) -> list[DatanodeDescriptor]:
+        return [d for d in self.nodes.values() if d.state == LIVE]
+
+    def _forget_blocks(self, block_ids: tuple[int, ...] | list[int]) -> None:
+        """Blocks left the namespace: schedule their replicas for deletion."""
+        for bid in block_ids:
+            for node_id in self.block_map.pop(bid, ()):
+                node = self.nodes.get(node_id)
+                if node is not None:
+                    node.blocks.discard(bid)
+                    node.pending_deletes.append(bid)
+
+    def _holder(self, path: str) -> str | None:
+        for open_path, client in self.namespace.under_construction():
+            if open_path == path:
+                return client
+        return None
+
+    def _recover_if_expired(self, path: str) -> bool:
+        """HDFS soft limit: another writer may take over a file whose holder went quiet."""
+        holder = self._holder(path)
+        if holder is None:
+            return False
+        if not self.leases.holder_expired(holder, self.clock.monotonic(), self.config.dfs.lease_soft_limit_s):
+            return False
+        self.recover_lease(path)
+        return True
+
+    def recover_lease(self, path: str) -> None:
+        result = self._apply(RecoverLeaseOp(path, self.clock.wall()))
+        self._forget_blocks(result.removed_blocks)
+        log.info("recovered lease on %s (dropped %d unfinished blocks)", path, len(result.removed_blocks))
+
+    def _locate(self, block_id: int, reader_node: str | None) -> list[p.DatanodeInfo]:
+        holders = [self.nodes[n] for n in self.block_map.get(block_id, ()) if self.nodes[n].state == LIVE]
+        reader_rack = self.nodes[reader_node].info.rack if reader_node in self.nodes else None
+        ordered = sort_by_distance(reader_node, reader_rack, [d.view() for d in holders], self.rng)
+        return [self.nodes[v.node_id].info for v in ordered]
+
+    # --- client requests ------------------------------------------------------------------
+    def mkdirs(self, req: p.MkdirsReq) -> p.MkdirsResp:
+        return p.MkdirsResp(self._apply(MkdirsOp(req.path, req.parents, self.clock.wall())).created)
+
+    def create(self, req: p.CreateReq) -> FileStatus:
+        dfs = self.config.dfs
+        op = CreateOp(
+            req.path,
+            req.client,
+            req.replication or dfs.replication,
+            req.block_size or dfs.block_size,
+            req.overwrite,
+            self.clock.wall(),
+        )
+        try:
+            result = self._apply(op)
+        except LeaseHeld:
+            if not self._recover_if_expired(self.namespace.stat(req.path).path):
+                raise
+            result = self._apply(op)
+        self._forget_blocks(result.removed_blocks)
+        self.leases.renew(req.client, self.clock.monotonic())
+        assert result.status is not None
+        return result.status
+
+    def append(self, req: p.AppendReq) -> p.AppendResp:
+        op = AppendOp(req.path, req.client, self.clock.wall())
+        try:
+            result = self._apply(op)
+        except LeaseHeld:
+            if not self._recover_if_expired(self.namespace.stat(req.path).path):
+                raise
+            result = self._apply(op)
+        self.leases.renew(req.client, self.clock.monotonic())
+        assert result.status is not None
+        last = None
+        if result.block is not None:
+            last = p.LocatedBlock(result.block, self._locate(result.block.block_id, None))
+        return p.AppendResp(result.status, last)
+
+    def add_block(self, req: p.AddBlockReq) -> p.LocatedBlock:
+        status = self.namespace.stat(req.path)
+        live = self._live()
+        targets = self.placement.choose_targets(
+            status.replication,
+            [d.view() for d in live],
+            block_size=status.block_size,
+            rng=self.rng,
+            writer=req.writer_node,
+            excluded=set(req.excluded),
+        )
+        if not targets:
+            raise NoLiveWorkers(
+                f"no live worker can take a block of {status.block_size} bytes for {status.path} "
+                f"({len(live)} live, {len(req.excluded)} excluded)"
+            )
+        result = self._apply(AddBlockOp(req.path, req.client, req.previous_length, self.clock.wall()))
+        self.leases.renew(req.client, self.clock.monotonic())
+        assert result.block is not None
+        return p.LocatedBlock(result.block, [self.nodes[t.node_id].info for t in targets])
+
+    def abandon_block(self, req: p.AbandonBlockReq) -> Empty:
+        self._apply(AbandonBlockOp(req.path, req.client, req.block_id))
+        self._forget_blocks([req.block_id])
+        return Empty()
+
+    def complete(self, req: p.CompleteReq) -> FileStatus:
+        result = self._apply(CompleteOp(req.path, req.client, req.last_length, self.clock.wall()))
+        if not self.namespace.files_leased_by(req.client):
+            self.leases.forget(req.client)
+        assert result.status is not None
+        return result.status
+
+    def renew_lease(self, req: p.RenewLeaseReq) -> Empty:
+        self.leases.renew(req.client, self.clock.monotonic())
+        return Empty()
+
+    def get_block_locations(self, req: p.GetBlockLocationsReq) -> p.LocatedBlocks:
+        status = self.namespace.stat(req.path)
+        blocks = self.namespace.blocks(req.path)
+        located = [p.LocatedBlock(b, self._locate(b.block_id, req.reader_node)) for b in blocks]
+        return p.LocatedBlocks(status, located)
+
+    def stat(self, req: p.PathReq) -> FileStatus:
+        return self.namespace.stat(req.path)
+
+    def list(self, req: p.PathReq) -> p.Listing:
+        return p.Listing(self.namespace.list(req.path))
+
+    def rename(self, req: p.RenameReq) -> FileStatus:
+        result = self._apply(RenameOp(req.src, req.dst, self.clock.wall()))
+        assert result.status is not None
+        return result.status
+
+    def delete(self, req: p.DeleteReq) -> Empty:
+        result = self._apply(DeleteOp(req.path, req.recursive, self.clock.wall()))
+        self._forget_blocks(result.removed_blocks)
+        return Empty()
+
+    def content_summary(self, req: p.PathReq):
+        return self.namespace.content_summary(req.path)
+
+    def report_bad_block(self, req: p.ReportBadBlockReq) -> Empty:
+        log.warning("replica of block %d on %s reported bad: %s", req.block_id, req.node_id, req.reason)
+        return Empty()
+
+    def cluster_report(self, _: Empty) -> p.ClusterReport:
+        now = self.clock.monotonic()
+        nodes = [
+            p.NodeReport(
+                d.info.node_id,
+                d.info.host,
+                d.info.data_port,
+                d.info.rack,
+                d.state,
+                d.capacity_bytes,
+                d.used_bytes,
+                d.remaining_bytes,
+                len(d.blocks),
+                d.pid,
+                round(now - d.last_heartbeat, 3),
+                d.xceivers,
+            )
+            for d in sorted(self.nodes.values(), key=lambda d: d.info.node_id)
+        ]
+        summary = self.namespace.content_summary("/")
+        under = 0
+        for bid, holders in self.block_map.items():
+            want = self.namespace.replication_of_block(bid) or 0
+            if sum(1 for n in holders if self.nodes[n].state == LIVE) < want:
+                under += 1
+        return p.ClusterReport(nodes, summary.file_count, len(self.block_map), under)
+
+    # --- worker requests ------------------------------------------------------------------
+    def register(self, req: p.RegisterReq) -> p.RegisterResp:
+        info = req.node
+        if not info.node_id or not info.rack or not 0 < info.data_port < 65536:
+            raise BadRequest(f"invalid worker registration: {info}")
+        old = self.nodes.get(info.node_id)
+        desc = DatanodeDescriptor(info, req.capacity_bytes, req.remaining_bytes, req.pid, self.clock.monotonic())
+        if old is not None:
+            # A returning worker: its replicas count again only once it reports them.
+            for bid in old.blocks:
+                self.block_map.get(bid, set()).discard(info.node_id)
+            desc.pending_deletes = old.pending_deletes
+        self.nodes[info.node_id] = desc
+        log.info("worker %s registered at %s:%d on rack %s", info.node_id, info.host, info.data_port, info.rack)
+        return p.RegisterResp(self.config)
+
+    def heartbeat(self, req: p.HeartbeatReq) -> p.HeartbeatResp:
+        node = self.nodes.get(req.node_id)
+        if node is None or node.state == DEAD:
+            return p.HeartbeatResp(reregister=True)
+        node.last_heartbeat = self.clock.monotonic()
+        node.capacity_bytes = req.capacity_bytes
+        node.used_bytes = req.used_bytes
+        node.remaining_bytes = req.remaining_bytes
+        node.xceivers = req.xceivers
+        if req.block_report is not None:
+            self._reconcile(node, req.block_report)
+        commands: list[p.Command] = []
+        if node.pending_deletes:
+            commands.append(p.DeleteReplicas(node.pending_deletes))
+            node.pending_deletes = []
+        return p.HeartbeatResp(commands)
+
+    def block_received(self, req: p.BlockReceivedReq) -> Empty:
+        node = self.nodes.get(req.node_id)
+        if node is None:
+            raise BadRequest(f"unknown worker {req.node_id!r}; register first")
+        for replica in req.replicas:
+            self._add_replica(node, replica)
+        return Empty()
+
+    def _add_replica(self, node: DatanodeDescriptor, replica: p.ReplicaReport) -> None:
+        if self.namespace.file_of_block(replica.block_id) is None:
+            node.pending_deletes.append(replica.block_id)
+            return
+        self.namespace.apply(CommitBlockLengthOp(replica.block_id, replica.length))
+        self.block_map.setdefault(replica.block_id, set()).add(node.info.node_id)
+        node.blocks.add(replica.block_id)
+
+    def _reconcile(self, node: DatanodeDescriptor, report: list[p.ReplicaReport]) -> None:
+        """A full block report replaces what the master believed this worker holds."""
+        reported = {r.block_id for r in report}
+        for bid in node.blocks - reported:
+            self.block_map.get(bid, set()).discard(node.info.node_id)
+            log.warning("replica of block %d expected on %s is missing", bid, node.info.node_id)
+        node.blocks &= reported
+        for replica in report:
+            if replica.block_id not in node.blocks:
+                self._add_replica(node, replica)
+
+    # --- timers ----------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Declare silent workers dead; recover leases past the hard limit."""
+        now = self.clock.monotonic()
+        for node in self.nodes.values():
+            if node.state == LIVE and now - node.last_heartbeat > self.config.dfs.dead_node_interval_s:
+                node.state = DEAD
+                for bid in node.blocks:
+                    self.block_map.get(bid, set()).discard(node.info.node_id)
+                node.blocks.clear()
+                log.warning("worker %s declared dead (no heartbeat for %.1fs)", node.info.node_id, now - node.last_heartbeat)
+        for client in self.leases.expired_clients(now, self.config.dfs.lease_hard_limit_s):
+            for path in self.namespace.files_leased_by(client):
+                self.recover_lease(path)
+            self.leases.forget(client)
