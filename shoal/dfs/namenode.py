@@ -35,7 +35,7 @@ from shoal.dfs.namespace import (
     RenameOp,
 )
 from shoal.dfs.placement import BlockPlacementPolicy, NodeView, sort_by_distance
-from shoal.errors import BadRequest, LeaseHeld, NoLiveWorkers
+from shoal.errors import BadRequest, LeaseHeld, NoLiveWorkers, ShoalError
 
 log = logging.getLogger("dfs.namenode")
 
@@ -308,7 +308,11 @@ class NameNode:
         if self.namespace.file_of_block(replica.block_id) is None:
             node.pending_deletes.append(replica.block_id)
             return
-        self.namespace.apply(CommitBlockLengthOp(replica.block_id, replica.length))
+        try:
+            self._apply(CommitBlockLengthOp(replica.block_id, replica.length))
+        except ShoalError as exc:
+            log.warning("ignoring replica of block %d on %s: %s", replica.block_id, node.info.node_id, exc)
+            return
         self.block_map.setdefault(replica.block_id, set()).add(node.info.node_id)
         node.blocks.add(replica.block_id)
 

@@ -43,7 +43,6 @@ from shoal.errors import (
     DirectoryNotEmpty,
     FileAlreadyExists,
     FileNotFound,
-    InvalidPath,
     IsADirectory,
     LeaseExpired,
     LeaseHeld,
@@ -223,16 +222,11 @@ class _Image(msgspec.Struct, frozen=True):
 
 
 # --- inodes (mutable, private) --------------------------------------------------------
-class _Block:
-    __slots__ = ("block_id", "gen_stamp", "length", "prior")
-
-    def __init__(
-        self, block_id: int, gen_stamp: int, length: int, prior: tuple[int, int] | None
-    ) -> None:
-        self.block_id = block_id
-        self.gen_stamp = gen_stamp
-        self.length = length
-        self.prior = prior
+class _Block(msgspec.Struct, eq=False):
+    block_id: int
+    gen_stamp: int
+    length: int
+    prior: tuple[int, int] | None = None  # (gen_stamp, length) before append reopened it
 
     def visible_length(self) -> int:
         if self.length != UNKNOWN_LENGTH:
@@ -240,30 +234,22 @@ class _Block:
         return self.prior[1] if self.prior is not None else 0
 
 
-class _Dir:
-    __slots__ = ("name", "parent", "children", "mtime")
-
-    def __init__(self, name: str, parent: _Dir | None, mtime: float) -> None:
-        self.name = name
-        self.parent = parent
-        self.children: dict[str, _Dir | _File] = {}
-        self.mtime = mtime
+class _Dir(msgspec.Struct, eq=False):  # eq=False: identity equality and hash
+    name: str
+    parent: _Dir | None
+    mtime: float
+    children: dict[str, _Dir | _File] = msgspec.field(default_factory=dict)
 
 
-class _File:
-    __slots__ = ("name", "parent", "replication", "block_size", "blocks", "mtime", "atime", "client")
-
-    def __init__(
-        self, name: str, parent: _Dir, replication: int, block_size: int, now: float, client: str | None
-    ) -> None:
-        self.name = name
-        self.parent = parent
-        self.replication = replication
-        self.block_size = block_size
-        self.blocks: list[_Block] = []
-        self.mtime = now
-        self.atime = now
-        self.client = client  # lease holder; None when closed
+class _File(msgspec.Struct, eq=False):
+    name: str
+    parent: _Dir
+    replication: int
+    block_size: int
+    mtime: float
+    atime: float
+    client: str | None  # lease holder; None when closed
+    blocks: list[_Block] = msgspec.field(default_factory=list)
 
     def length(self) -> int:
         return sum(b.visible_length() for b in self.blocks)
@@ -377,7 +363,7 @@ class Namespace:
             parent = self._require_dir_parent(node, depth, comps, where)
             self._check_room(parent, where)
             parent = self._make_dirs(parent, comps[depth:-1], now)
-        file = _File(comps[-1], parent, replication, block_size, now, client)
+        file = _File(comps[-1], parent, replication, block_size, now, now, client)
         parent.children[file.name] = file
         parent.mtime = now
         self._leases.setdefault(client, set()).add(file)
@@ -393,12 +379,12 @@ class Namespace:
             raise BadRequest(f"{where}: file has reached the limit of {BLOCKS_PER_FILE_MAX} blocks")
         if commit is not None:
             commit.length, commit.prior = op.previous_length, None  # type: ignore[assignment]
-        block = _Block(self._next_block_id, self._next_gen_stamp, UNKNOWN_LENGTH, None)
+        block = _Block(self._next_block_id, self._next_gen_stamp, UNKNOWN_LENGTH)
         self._next_block_id += 1
         self._next_gen_stamp += 1
         file.blocks.append(block)
         self._block_owner[block.block_id] = file
-        return OpResult(status=self._status(file, path), block=self._block_info(file, len(file.blocks) - 1))
+        return OpResult(status=self._status(file, path), block=self._last_block_info(file))
 
     def _abandon_block(self, op: AbandonBlockOp) -> OpResult:
         path = paths.normalize(op.path)
@@ -447,7 +433,7 @@ class Namespace:
         last.gen_stamp = self._next_gen_stamp
         last.length = UNKNOWN_LENGTH
         self._next_gen_stamp += 1
-        return OpResult(status=self._status(file, path), block=self._block_info(file, len(file.blocks) - 1))
+        return OpResult(status=self._status(file, path), block=self._last_block_info(file))
 
     def _rename(self, op: RenameOp) -> OpResult:
         src, dst = paths.normalize(op.src), paths.normalize(op.dst)
@@ -472,7 +458,8 @@ class Namespace:
         new_parent = self._require_dir_parent(parent_node, depth, comps, where)
         if depth < len(comps) - 1:
             raise FileNotFound(f"{where}: parent directory {paths.parent(target)} does not exist")
-        self._check_room(new_parent, where)
+        if new_parent is not node.parent:
+            self._check_room(new_parent, where)
         old_parent = node.parent
         assert old_parent is not None
         del old_parent.children[node.name]
@@ -534,14 +521,16 @@ class Namespace:
         where = f"commit_block_length {op.block_id!r}"
         _int_in(op.block_id, 0, 1 << 63, "block_id", where)
         file = self._block_owner.get(op.block_id)
-        length = _int_in(op.length, 0, file.block_size if file else BLOCK_SIZE_BYTES_MAX, "length", where)
+        limit = file.block_size if file is not None else BLOCK_SIZE_BYTES_MAX
+        length = _int_in(op.length, 0, limit, "length", where)
         if file is None:
             return OpResult()
         index = self._block_index(file, op.block_id)
         block = file.blocks[index]
         if block.length == UNKNOWN_LENGTH:
             block.length, block.prior = length, None
-        return OpResult(status=self._status(file, _path_of(file)), block=self._block_info(file, index))
+        status = self._status(file, _path_of(file))
+        return OpResult(status=status, block=self._block_info(file, index))
 
     # --- mutation helpers -----------------------------------------------------------
     def _make_dirs(self, parent: _Dir, names: list[str], now: float) -> _Dir:
@@ -600,7 +589,8 @@ class Namespace:
     @staticmethod
     def _check_room(directory: _Dir, where: str) -> None:
         if len(directory.children) >= DIRECTORY_ITEMS_MAX:
-            raise BadRequest(f"{where}: directory {_path_of(directory)} is full ({DIRECTORY_ITEMS_MAX} entries)")
+            full = f"directory {_path_of(directory)} is full ({DIRECTORY_ITEMS_MAX} entries)"
+            raise BadRequest(f"{where}: {full}")
 
     def _existing(self, path: str, where: str) -> _Inode:
         node = self._find(paths.split(path))
@@ -619,13 +609,17 @@ class Namespace:
         client = _client(client, where)
         file = self._existing_file(path, where)
         if file.client is None:
-            raise LeaseExpired(f"{where}: {path} is not open for writing (closed or recovered); {client} holds no lease on it")
+            raise LeaseExpired(
+                f"{where}: {path} is not open for writing (closed, or its lease was recovered)"
+            )
         if file.client != client:
             raise LeaseHeld(f"{where}: lease on {path} is held by {file.client}, not {client}")
         return file
 
     @staticmethod
-    def _check_last_length(file: _File, length: int | None, label: str, where: str) -> _Block | None:
+    def _check_last_length(
+        file: _File, length: int | None, label: str, where: str
+    ) -> _Block | None:
         """Validate the writer's commit of the last block; return the block to update."""
         last = file.blocks[-1] if file.blocks else None
         if length is None:
@@ -637,10 +631,16 @@ class Namespace:
         _int_in(length, 0, file.block_size, label, where)
         if last.length != UNKNOWN_LENGTH:
             if length != last.length:
-                raise BadRequest(f"{where}: {label}={length} conflicts with the committed length {last.length} of block {last.block_id}")
+                raise BadRequest(
+                    f"{where}: {label}={length} conflicts with the committed length "
+                    f"{last.length} of block {last.block_id}"
+                )
             return None
         if last.prior is not None and length < last.prior[1]:
-            raise BadRequest(f"{where}: {label}={length} is shorter than block {last.block_id} was before the append ({last.prior[1]})")
+            raise BadRequest(
+                f"{where}: {label}={length} is shorter than block {last.block_id} was "
+                f"before the append ({last.prior[1]})"
+            )
         return last
 
     @staticmethod
@@ -649,6 +649,9 @@ class Namespace:
             if file.blocks[index].block_id == block_id:
                 return index
         raise AssertionError(f"block {block_id} is mapped to {_path_of(file)} but not in it")
+
+    def _last_block_info(self, file: _File) -> BlockInfo:
+        return self._block_info(file, len(file.blocks) - 1)
 
     @staticmethod
     def _block_info(file: _File, index: int) -> BlockInfo:
@@ -659,7 +662,10 @@ class Namespace:
     @staticmethod
     def _status(node: _Inode, path: str) -> FileStatus:
         if isinstance(node, _Dir):
-            return FileStatus(path, "directory", 0, 0, 0, node.mtime, 0.0, False, len(node.children), permission="755")
+            return FileStatus(
+                path, "directory", 0, 0, 0, node.mtime, 0.0, False, len(node.children),
+                permission="755",
+            )
         return FileStatus(
             path, "file", node.length(), node.replication, node.block_size,
             node.mtime, node.atime, node.client is not None, 0,
@@ -729,6 +735,8 @@ class Namespace:
 
         root = self._root
         check(root.parent is None and root.name == "", "root is malformed")
+        check(self._first_block_id <= self._next_block_id, "block id counter went back")
+        check(FIRST_GEN_STAMP <= self._next_gen_stamp, "gen stamp counter went back")
         seen: set[int] = set()
         owners: dict[int, _File] = {}
         leases: dict[str, set[_File]] = {}
@@ -739,33 +747,38 @@ class Namespace:
             seen.add(id(node))
             if isinstance(node, _Dir):
                 for name, child in node.children.items():
-                    check(child.name == name and child.parent is node, f"bad link to {name!r} in {_path_of(node)}")
+                    link_ok = child.name == name and child.parent is node
+                    check(link_ok, f"bad link to {name!r} in {_path_of(node)}")
                     check(paths.normalize("/" + name) == "/" + name, f"bad name {name!r}")
                     stack.append(child)
                 continue
             where = _path_of(node)
-            check(1 <= node.replication <= REPLICATION_MAX, f"{where}: replication {node.replication}")
-            check(1 <= node.block_size <= BLOCK_SIZE_BYTES_MAX, f"{where}: block size {node.block_size}")
+            check(1 <= node.replication <= REPLICATION_MAX, f"{where}: replication")
+            check(1 <= node.block_size <= BLOCK_SIZE_BYTES_MAX, f"{where}: block size")
             if node.client is not None:
                 check(isinstance(node.client, str) and node.client != "", f"{where}: bad holder")
                 leases.setdefault(node.client, set()).add(node)
             for index, block in enumerate(node.blocks):
-                check(block.block_id not in owners, f"{where}: block {block.block_id} owned twice")
+                at = f"{where} block {block.block_id}"
+                check(block.block_id not in owners, f"{at}: owned twice")
                 owners[block.block_id] = node
-                check(self._first_block_id <= block.block_id < self._next_block_id, f"{where}: block id {block.block_id} out of range")
-                check(FIRST_GEN_STAMP <= block.gen_stamp < self._next_gen_stamp, f"{where}: gen stamp {block.gen_stamp}")
+                check(self._first_block_id <= block.block_id < self._next_block_id, f"{at}: id")
+                check(FIRST_GEN_STAMP <= block.gen_stamp < self._next_gen_stamp, f"{at}: stamp")
                 if block.length == UNKNOWN_LENGTH:
-                    check(node.client is not None, f"{where}: closed file has block {block.block_id} of unknown length")
-                    check(index == len(node.blocks) - 1, f"{where}: unknown length of non-last block {block.block_id}")
+                    check(node.client is not None, f"{at}: unknown length in a closed file")
+                    check(index == len(node.blocks) - 1, f"{at}: unknown length, not last")
                 else:
-                    check(0 <= block.length <= node.block_size, f"{where}: block {block.block_id} length {block.length}")
-                    check(block.prior is None, f"{where}: committed block {block.block_id} keeps a prior")
+                    check(0 <= block.length <= node.block_size, f"{at}: length {block.length}")
+                    check(block.prior is None, f"{at}: committed but keeps a prior")
                 if block.prior is not None:
-                    check(0 <= block.prior[1] < node.block_size and block.prior[0] < block.gen_stamp, f"{where}: bad prior of {block.block_id}")
+                    prior_stamp, prior_length = block.prior
+                    prior_ok = 0 <= prior_length < node.block_size and prior_stamp < block.gen_stamp
+                    check(prior_ok, f"{at}: bad prior {block.prior}")
             if node.client is None:
-                check(node.length() == sum(b.length for b in node.blocks), f"{where}: length mismatch")
+                closed_length = sum(b.length for b in node.blocks)
+                check(node.length() == closed_length, f"{where}: length mismatch")
         check(owners.keys() == self._block_owner.keys(), "block map has missing or extra ids")
-        check(all(self._block_owner[b] is f for b, f in owners.items()), "block map points at the wrong file")
+        check(all(self._block_owner[b] is f for b, f in owners.items()), "block map is wrong")
         check(leases == self._leases, "lease holders do not match the open files")
 
     # --- checkpoint -------------------------------------------------------------------
@@ -777,41 +790,51 @@ class Namespace:
             if isinstance(node, _Dir):
                 inodes.append(_ImageDir(path, node.mtime))
             else:
-                blocks = tuple(_ImageBlock(b.block_id, b.gen_stamp, b.length, b.prior) for b in node.blocks)
-                inodes.append(_ImageFile(path, node.mtime, node.atime, node.replication, node.block_size, node.client, blocks))
-        image = _Image(IMAGE_VERSION, self._first_block_id, self._next_block_id, self._next_gen_stamp, tuple(inodes))
+                blocks = tuple(
+                    _ImageBlock(b.block_id, b.gen_stamp, b.length, b.prior) for b in node.blocks
+                )
+                inodes.append(_ImageFile(
+                    path, node.mtime, node.atime, node.replication, node.block_size,
+                    node.client, blocks,
+                ))
+        image = _Image(
+            IMAGE_VERSION, self._first_block_id, self._next_block_id, self._next_gen_stamp,
+            tuple(inodes),
+        )
         return msgspec.msgpack.encode(image)
 
     @classmethod
     def from_image(cls, data: bytes) -> Namespace:
         """Rebuild from :meth:`to_image` output; ``ValueError`` if the image is corrupt."""
-        image = msgspec.msgpack.decode(data, type=_Image)
-        if image.version != IMAGE_VERSION:
-            raise ValueError(f"namespace image version {image.version} is not {IMAGE_VERSION}")
-        ns = cls(first_block_id=image.first_block_id)
-        ns._next_block_id, ns._next_gen_stamp = image.next_block_id, image.next_gen_stamp
+        image = msgspec.msgpack.decode(data, type=_Image)  # msgspec.DecodeError is a ValueError
         try:
+            if image.version != IMAGE_VERSION:
+                raise ValueError(f"version {image.version} is not {IMAGE_VERSION}")
             if not image.inodes or image.inodes[0] != _ImageDir("/", image.inodes[0].mtime):
-                raise ValueError("namespace image does not start with the root directory")
+                raise ValueError("it does not start with the root directory")
+            ns = cls(first_block_id=image.first_block_id)
+            ns._next_block_id, ns._next_gen_stamp = image.next_block_id, image.next_gen_stamp
             ns._root.mtime = image.inodes[0].mtime
             for record in image.inodes[1:]:
                 comps = paths.split(record.path)
-                parent = ns._find(comps[:-1])
+                parent = ns._find(comps[:-1]) if comps else None
                 if not isinstance(parent, _Dir) or comps[-1] in parent.children:
-                    raise ValueError(f"namespace image: {record.path} has no parent directory or is listed twice")
+                    raise ValueError(f"{record.path} has no parent directory, or is listed twice")
                 if isinstance(record, _ImageDir):
                     parent.children[comps[-1]] = _Dir(comps[-1], parent, record.mtime)
                     continue
-                file = _File(comps[-1], parent, record.replication, record.block_size, record.mtime, record.client)
-                file.atime = record.atime
-                file.blocks = [_Block(b.block_id, b.gen_stamp, b.length, b.prior) for b in record.blocks]
+                blocks = [_Block(b.block_id, b.gen_stamp, b.length, b.prior) for b in record.blocks]
+                file = _File(
+                    comps[-1], parent, record.replication, record.block_size,
+                    record.mtime, record.atime, record.client, blocks,
+                )
                 parent.children[file.name] = file
                 for block in file.blocks:
                     ns._block_owner[block.block_id] = file
                 if file.client is not None:
                     ns._leases.setdefault(file.client, set()).add(file)
             ns.validate()
-        except (AssertionError, InvalidPath) as exc:
+        except (AssertionError, ValueError) as exc:  # InvalidPath, BadRequest are ValueErrors
             raise ValueError(f"corrupt namespace image: {exc}") from exc
         return ns
 

@@ -81,12 +81,16 @@ class BlockPlacementPolicy:
     the rack boundary in the write pipeline.
     """
 
-    def __init__(self, *, consider_load: bool = True, load_factor: float = 2.0) -> None:
+    def __init__(self, *, consider_load: bool = True, load_factor: float = 2.0, load_floor: int = 4) -> None:
         if load_factor <= 0:
             raise ValueError(f"load_factor must be > 0, got {load_factor}")
         # dfs.namenode.redundancy.considerLoad / considerLoad.factor.
         self.consider_load = consider_load
         self.load_factor = load_factor
+        # A node is never "overloaded" at or below this many transfers: in a small,
+        # mostly idle cluster one active write would otherwise be twice the average
+        # and push its node out of every pipeline.
+        self.load_floor = load_floor
 
     # --- rack arithmetic -----------------------------------------------------------
 
@@ -182,7 +186,7 @@ class BlockPlacementPolicy:
         if self.consider_load and live:
             average = sum(n.xceivers for n in live) / len(live)
             if average > 0:
-                limit = self.load_factor * average
+                limit = max(self.load_factor * average, self.load_floor)
         seen: set[str] = set()
         good: list[NodeView] = []
         for n in live:

@@ -64,15 +64,18 @@ class _Pipeline:
                 self._fail(f"no ack within {self.timeout_s:g}s")
             if self.error:
                 raise self.error
-            self._inflight.append(self.seqno)
-        header = p.PacketHeader(self.seqno, self.bytes_sent, len(data), last, chunk_checksums(data, self.bpc))
+            seqno = self.seqno
+            self.seqno += 1
+            self._inflight.append(seqno)
+            if last:
+                self._last_seqno = seqno
+        header = p.PacketHeader(seqno, self.bytes_sent, len(data), last, chunk_checksums(data, self.bpc))
         try:
             self.conn.send_frame_and_data(header, data)
         except ShoalError as exc:
             with self._cond:
                 self._fail(f"sending to {self.located.locations[0].label()} failed: {exc}")
                 raise self.error from None
-        self.seqno += 1
         self.bytes_sent += len(data)
 
     def finish(self) -> None:
@@ -106,7 +109,7 @@ class _Pipeline:
                         return
                     self._inflight.popleft()
                     self._cond.notify_all()
-                    if ack.seqno == self.seqno - 1 and self._last_sent:
+                    if ack.seqno == self._last_seqno:
                         self._done = True
                         return
         except ShoalError as exc:
@@ -114,7 +117,7 @@ class _Pipeline:
                 if not self._done:
                     self._fail(str(exc))
 
-    _last_sent = False
+    _last_seqno = -1
 
 
 class DFSWriter(io.RawIOBase):
@@ -207,8 +210,6 @@ class DFSWriter(io.RawIOBase):
         pipe = self._pipeline
         assert pipe is not None
         last = force_last or pipe.bytes_sent + len(data) >= self.block_size
-        if last:
-            pipe._last_sent = True
         pipe.send(data, last)
         if last:
             pipe.finish()

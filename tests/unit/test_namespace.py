@@ -827,10 +827,11 @@ def _tree(ns: Namespace) -> dict[str, str]:
     return out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.data())
 def test_random_op_sequences_match_the_model(data: st.DataObject) -> None:
     ns, model = Namespace(), Model()
+    applied: list[bytes] = []  # what an edit log would hold
     for step in range(data.draw(st.integers(0, 40), label="steps")):
         op = _draw_op(data, ns, model, float(step))
         before = ns.to_image()
@@ -838,6 +839,7 @@ def test_random_op_sequences_match_the_model(data: st.DataObject) -> None:
         try:
             ns.apply(op)
             error: type[Exception] | None = None
+            applied.append(msgspec.msgpack.encode(op))
         except ShoalError as exc:
             error = type(exc)
             assert ns.to_image() == before, f"{op} failed with {exc!r} but changed state"
@@ -851,3 +853,7 @@ def test_random_op_sequences_match_the_model(data: st.DataObject) -> None:
         assert ns.under_construction() == sorted(model.holder.items())
     image = ns.to_image()
     assert Namespace.from_image(image).to_image() == image
+    replayed, decoder = Namespace(), msgspec.msgpack.Decoder(NamespaceOp)
+    for record in applied:
+        replayed.apply(decoder.decode(record))
+    assert replayed.to_image() == image

@@ -106,7 +106,7 @@ _segment = st.text(
 ).filter(lambda s: s not in (".", ".."))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(_segment, max_size=6), st.booleans())
 def test_normalize_is_idempotent_and_split_join_round_trip(segments: list[str], slash: bool) -> None:
     raw = "/" + "/".join(segments) + ("/" if slash and segments else "")

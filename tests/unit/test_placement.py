@@ -318,7 +318,7 @@ def placement_cases(draw):
     return nodes, replication, writer, chosen, excluded, consider_load, seed
 
 
-def reference_good(nodes, chosen, excluded, consider_load, load_factor=2.0):
+def reference_good(nodes, chosen, excluded, consider_load, load_factor=2.0, load_floor=4):
     """Independent statement of the good-target rule."""
     live = [n for n in nodes if not n.decommissioning]
     avg = sum(n.xceivers for n in live) / len(live) if live else 0
@@ -329,7 +329,7 @@ def reference_good(nodes, chosen, excluded, consider_load, load_factor=2.0):
         if n.node_id not in taken
         and n.node_id not in excluded
         and n.remaining_bytes >= BLOCK
-        and not (consider_load and avg > 0 and n.xceivers > load_factor * avg)
+        and not (consider_load and avg > 0 and n.xceivers > max(load_factor * avg, load_floor))
     }
 
 
