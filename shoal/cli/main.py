@@ -55,15 +55,12 @@ def up(workers: int, racks: int, cluster: str | None, detach: bool, settings: tu
     )
     if detach:
         return
-    click.echo("running in the foreground; Ctrl-C stops the cluster")
-    stopping = {"flag": False}
-
     def _stop(*_: object) -> None:
-        stopping["flag"] = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
     try:
+        signal.signal(signal.SIGTERM, _stop)
+        click.echo("running in the foreground; Ctrl-C stops the cluster")
         lc.wait()
         fail("the cluster's processes exited")
     except KeyboardInterrupt:

@@ -35,9 +35,32 @@ from __future__ import annotations
 
 import math
 
-import msgspec
-
-from shoal.dfs import paths
+from shoal.dfs import fsimage, paths
+from shoal.dfs.inodes import Block, Dir, File, Inode, check_invariants, path_of, subtree
+from shoal.dfs.namespace_ops import (
+    BLOCK_SIZE_BYTES_MAX,
+    BLOCKS_PER_FILE_MAX,
+    DIRECTORY_ITEMS_MAX,
+    FIRST_GEN_STAMP,
+    REPLICATION_MAX,
+    UNKNOWN_LENGTH,
+    AbandonBlockOp,
+    AddBlockOp,
+    AppendOp,
+    BlockInfo,
+    CommitBlockLengthOp,
+    CompleteOp,
+    ContentSummary,
+    CreateOp,
+    DeleteOp,
+    FileStatus,
+    MkdirsOp,
+    NamespaceOp,
+    OpResult,
+    RecoverLeaseOp,
+    RenameOp,
+    SetReplicationOp,
+)
 from shoal.errors import (
     BadRequest,
     DirectoryNotEmpty,
@@ -49,213 +72,17 @@ from shoal.errors import (
     NotADirectory,
 )
 
-REPLICATION_MAX = 512
-BLOCK_SIZE_BYTES_MAX = 1 << 40
-BLOCKS_PER_FILE_MAX = 1 << 20  # HDFS: dfs.namenode.fs-limits.max-blocks-per-file
-DIRECTORY_ITEMS_MAX = 1 << 20  # HDFS: dfs.namenode.fs-limits.max-directory-items
-FIRST_GEN_STAMP = 1000
-UNKNOWN_LENGTH = -1
-IMAGE_VERSION = 1
+# The limits, ops and results live in shoal.dfs.namespace_ops; they are re-exported here,
+# the import path the rest of shoal uses.
+__all__ = [
+    "BLOCKS_PER_FILE_MAX", "BLOCK_SIZE_BYTES_MAX", "DIRECTORY_ITEMS_MAX", "FIRST_GEN_STAMP",
+    "REPLICATION_MAX", "UNKNOWN_LENGTH",
+    "AbandonBlockOp", "AddBlockOp", "AppendOp", "CommitBlockLengthOp", "CompleteOp", "CreateOp",
+    "DeleteOp", "MkdirsOp", "NamespaceOp", "RecoverLeaseOp", "RenameOp", "SetReplicationOp",
+    "BlockInfo", "ContentSummary", "FileStatus", "OpResult",
+    "Namespace",
+]
 
-
-# --- ops (the edit log's records) -----------------------------------------------------
-class MkdirsOp(msgspec.Struct, frozen=True, tag=True):
-    path: str
-    parents: bool
-    now: float
-
-
-class CreateOp(msgspec.Struct, frozen=True, tag=True):
-    path: str
-    client: str
-    replication: int
-    block_size: int
-    overwrite: bool
-    now: float
-
-
-class AddBlockOp(msgspec.Struct, frozen=True, tag=True):
-    """Commit the previous last block's length (if any), allocate the next block."""
-
-    path: str
-    client: str
-    previous_length: int | None
-    now: float
-
-
-class AbandonBlockOp(msgspec.Struct, frozen=True, tag=True):
-    """Drop the file's last block, still of unknown length (its pipeline failed)."""
-
-    path: str
-    client: str
-    block_id: int
-
-
-class CompleteOp(msgspec.Struct, frozen=True, tag=True):
-    """Commit the last block's length, close the file and release the lease."""
-
-    path: str
-    client: str
-    last_length: int | None
-    now: float
-
-
-class AppendOp(msgspec.Struct, frozen=True, tag=True):
-    """Reopen a closed file for writing; returns its last block if that is partial."""
-
-    path: str
-    client: str
-    now: float
-
-
-class RenameOp(msgspec.Struct, frozen=True, tag=True):
-    src: str
-    dst: str
-    now: float
-
-
-class DeleteOp(msgspec.Struct, frozen=True, tag=True):
-    path: str
-    recursive: bool
-    now: float
-
-
-class SetReplicationOp(msgspec.Struct, frozen=True, tag=True):
-    path: str
-    replication: int
-
-
-class RecoverLeaseOp(msgspec.Struct, frozen=True, tag=True):
-    """Close an abandoned file, dropping a trailing block of unknown length."""
-
-    path: str
-    now: float
-
-
-class CommitBlockLengthOp(msgspec.Struct, frozen=True, tag=True):
-    """A worker reported a finalized replica: fix an unknown length (first wins)."""
-
-    block_id: int
-    length: int
-
-
-NamespaceOp = (
-    MkdirsOp
-    | CreateOp
-    | AddBlockOp
-    | AbandonBlockOp
-    | CompleteOp
-    | AppendOp
-    | RenameOp
-    | DeleteOp
-    | SetReplicationOp
-    | RecoverLeaseOp
-    | CommitBlockLengthOp
-)
-
-
-# --- results --------------------------------------------------------------------------
-class BlockInfo(msgspec.Struct, frozen=True):
-    block_id: int
-    gen_stamp: int
-    length: int  # UNKNOWN_LENGTH (-1) while not yet committed
-    offset: int  # byte offset of the block in its file
-
-
-class FileStatus(msgspec.Struct, frozen=True):
-    path: str
-    kind: str  # "file" | "directory"
-    length: int
-    replication: int
-    block_size: int
-    mtime: float
-    atime: float
-    under_construction: bool
-    children: int  # directories: number of entries; files: 0
-    owner: str = "shoal"
-    permission: str = "644"
-
-
-class ContentSummary(msgspec.Struct, frozen=True):
-    length: int
-    file_count: int
-    directory_count: int
-    space_consumed: int  # sum of length * replication
-
-
-class OpResult(msgspec.Struct, frozen=True):
-    status: FileStatus | None = None
-    block: BlockInfo | None = None
-    removed_blocks: tuple[int, ...] = ()
-    created: bool = False
-
-
-# --- checkpoint (fsimage) records -------------------------------------------------------
-class _ImageBlock(msgspec.Struct, frozen=True, array_like=True):
-    block_id: int
-    gen_stamp: int
-    length: int
-    prior: tuple[int, int] | None = None  # (gen_stamp, length) before an append
-
-
-class _ImageDir(msgspec.Struct, frozen=True, array_like=True, tag="d"):
-    path: str
-    mtime: float
-
-
-class _ImageFile(msgspec.Struct, frozen=True, array_like=True, tag="f"):
-    path: str
-    mtime: float
-    atime: float
-    replication: int
-    block_size: int
-    client: str | None
-    blocks: tuple[_ImageBlock, ...]
-
-
-class _Image(msgspec.Struct, frozen=True):
-    version: int
-    first_block_id: int
-    next_block_id: int
-    next_gen_stamp: int
-    inodes: tuple[_ImageDir | _ImageFile, ...]  # pre-order, children sorted by name
-
-
-# --- inodes (mutable, private) --------------------------------------------------------
-class _Block(msgspec.Struct, eq=False):
-    block_id: int
-    gen_stamp: int
-    length: int
-    prior: tuple[int, int] | None = None  # (gen_stamp, length) before append reopened it
-
-    def visible_length(self) -> int:
-        if self.length != UNKNOWN_LENGTH:
-            return self.length
-        return self.prior[1] if self.prior is not None else 0
-
-
-class _Dir(msgspec.Struct, eq=False):  # eq=False: identity equality and hash
-    name: str
-    parent: _Dir | None
-    mtime: float
-    children: dict[str, _Dir | _File] = msgspec.field(default_factory=dict)
-
-
-class _File(msgspec.Struct, eq=False):
-    name: str
-    parent: _Dir
-    replication: int
-    block_size: int
-    mtime: float
-    atime: float
-    client: str | None  # lease holder; None when closed
-    blocks: list[_Block] = msgspec.field(default_factory=list)
-
-    def length(self) -> int:
-        return sum(b.visible_length() for b in self.blocks)
-
-
-_Inode = _Dir | _File
 
 
 # --- argument checks ------------------------------------------------------------------
@@ -277,24 +104,6 @@ def _client(client: str, where: str) -> str:
     return client
 
 
-def _path_of(node: _Inode) -> str:
-    names: list[str] = []
-    while node.parent is not None:
-        names.append(node.name)
-        node = node.parent
-    return "/" + "/".join(reversed(names))
-
-
-def _subtree(node: _Inode) -> list[_Inode]:
-    """The node and everything under it, pre-order, children sorted by name."""
-    out: list[_Inode] = []
-    stack: list[_Inode] = [node]
-    while stack:
-        current = stack.pop()
-        out.append(current)
-        if isinstance(current, _Dir):
-            stack.extend(current.children[name] for name in sorted(current.children, reverse=True))
-    return out
 
 
 class Namespace:
@@ -302,12 +111,12 @@ class Namespace:
 
     def __init__(self, *, first_block_id: int = 1 << 30) -> None:
         _int_in(first_block_id, 0, 1 << 62, "first_block_id", "namespace")
-        self._root = _Dir("", None, 0.0)
+        self._root = Dir("", None, 0.0)
         self._first_block_id = first_block_id
         self._next_block_id = first_block_id
         self._next_gen_stamp = FIRST_GEN_STAMP
-        self._block_owner: dict[int, _File] = {}
-        self._leases: dict[str, set[_File]] = {}  # holder -> its open files
+        self._block_owner: dict[int, File] = {}
+        self._leases: dict[str, set[File]] = {}  # holder -> its open files
 
     # --- the mutator ------------------------------------------------------------------
     def apply(self, op: NamespaceOp) -> OpResult:
@@ -323,7 +132,7 @@ class Namespace:
         comps = paths.split(path)
         node, depth = self._descend(comps)
         if depth == len(comps):
-            if isinstance(node, _File):
+            if isinstance(node, File):
                 raise FileAlreadyExists(f"mkdirs {path}: {path} exists and is a file")
             if not op.parents:
                 raise FileAlreadyExists(f"mkdirs {path}: directory {path} already exists")
@@ -350,7 +159,7 @@ class Namespace:
         node, depth = self._descend(comps)
         removed: tuple[int, ...] = ()
         if depth == len(comps):
-            if isinstance(node, _Dir):
+            if isinstance(node, Dir):
                 raise IsADirectory(f"{where}: {path} is a directory")
             if not op.overwrite:
                 raise FileAlreadyExists(f"{where}: {path} exists (overwrite not requested)")
@@ -363,7 +172,7 @@ class Namespace:
             parent = self._require_dir_parent(node, depth, comps, where)
             self._check_room(parent, where)
             parent = self._make_dirs(parent, comps[depth:-1], now)
-        file = _File(comps[-1], parent, replication, block_size, now, now, client)
+        file = File(comps[-1], parent, replication, block_size, now, now, client)
         parent.children[file.name] = file
         parent.mtime = now
         self._leases.setdefault(client, set()).add(file)
@@ -379,7 +188,7 @@ class Namespace:
             raise BadRequest(f"{where}: file has reached the limit of {BLOCKS_PER_FILE_MAX} blocks")
         if commit is not None:
             commit.length, commit.prior = op.previous_length, None  # type: ignore[assignment]
-        block = _Block(self._next_block_id, self._next_gen_stamp, UNKNOWN_LENGTH)
+        block = Block(self._next_block_id, self._next_gen_stamp, UNKNOWN_LENGTH)
         self._next_block_id += 1
         self._next_gen_stamp += 1
         file.blocks.append(block)
@@ -445,11 +254,11 @@ class Namespace:
         if node is None:
             raise FileNotFound(f"{where}: {src} does not exist")
         target = dst
-        if isinstance(self._find(paths.split(dst)), _Dir) and dst != src:
+        if isinstance(self._find(paths.split(dst)), Dir) and dst != src:
             target = paths.join(dst, node.name)  # "mv src dir" moves src into dir
         if target == src:
             return OpResult(status=self._status(node, src))
-        if isinstance(node, _Dir) and paths.is_ancestor(src, target):
+        if isinstance(node, Dir) and paths.is_ancestor(src, target):
             raise BadRequest(f"{where}: cannot move a directory into its own subtree")
         comps = paths.split(target)
         parent_node, depth = self._descend(comps)
@@ -478,11 +287,11 @@ class Namespace:
         node = self._find(paths.split(path))
         if node is None:
             raise FileNotFound(f"{where}: {path} does not exist")
-        if isinstance(node, _Dir) and node.children and not op.recursive:
+        if isinstance(node, Dir) and node.children and not op.recursive:
             raise DirectoryNotEmpty(f"{where}: directory is not empty (use recursive)")
         removed: list[int] = []
-        for inode in _subtree(node):
-            if isinstance(inode, _File):
+        for inode in subtree(node):
+            if isinstance(inode, File):
                 removed.extend(self._forget_file(inode))
         parent = node.parent
         assert parent is not None
@@ -529,20 +338,20 @@ class Namespace:
         block = file.blocks[index]
         if block.length == UNKNOWN_LENGTH:
             block.length, block.prior = length, None
-        status = self._status(file, _path_of(file))
+        status = self._status(file, path_of(file))
         return OpResult(status=status, block=self._block_info(file, index))
 
     # --- mutation helpers -----------------------------------------------------------
-    def _make_dirs(self, parent: _Dir, names: list[str], now: float) -> _Dir:
+    def _make_dirs(self, parent: Dir, names: list[str], now: float) -> Dir:
         if names:
             parent.mtime = now
         for name in names:
-            child = _Dir(name, parent, now)
+            child = Dir(name, parent, now)
             parent.children[name] = child
             parent = child
         return parent
 
-    def _forget_file(self, file: _File) -> tuple[int, ...]:
+    def _forget_file(self, file: File) -> tuple[int, ...]:
         """Drop a file's blocks from the block map and its lease (not its tree entry)."""
         for block in file.blocks:
             del self._block_owner[block.block_id]
@@ -550,12 +359,12 @@ class Namespace:
             self._drop_lease(file)
         return tuple(b.block_id for b in file.blocks)
 
-    def _close(self, file: _File, now: float) -> None:
+    def _close(self, file: File, now: float) -> None:
         self._drop_lease(file)
         file.client = None
         file.mtime = now
 
-    def _drop_lease(self, file: _File) -> None:
+    def _drop_lease(self, file: File) -> None:
         assert file.client is not None
         held = self._leases[file.client]
         held.discard(file)
@@ -563,48 +372,48 @@ class Namespace:
             del self._leases[file.client]
 
     # --- lookup helpers ---------------------------------------------------------------
-    def _descend(self, comps: list[str]) -> tuple[_Inode, int]:
+    def _descend(self, comps: list[str]) -> tuple[Inode, int]:
         """Walk as far as the path exists; returns the last inode reached and its depth."""
-        node: _Inode = self._root
+        node: Inode = self._root
         depth = 0
-        while depth < len(comps) and isinstance(node, _Dir):
+        while depth < len(comps) and isinstance(node, Dir):
             child = node.children.get(comps[depth])
             if child is None:
                 break
             node, depth = child, depth + 1
         return node, depth
 
-    def _find(self, comps: list[str]) -> _Inode | None:
+    def _find(self, comps: list[str]) -> Inode | None:
         node, depth = self._descend(comps)
         return node if depth == len(comps) else None
 
     @staticmethod
-    def _require_dir_parent(node: _Inode, depth: int, comps: list[str], where: str) -> _Dir:
+    def _require_dir_parent(node: Inode, depth: int, comps: list[str], where: str) -> Dir:
         """``node`` is where a walk stopped short; refuse if it stopped at a file."""
-        if isinstance(node, _File):
+        if isinstance(node, File):
             ancestor = "/" + "/".join(comps[:depth])
             raise NotADirectory(f"{where}: {ancestor} is a file, not a directory")
         return node
 
     @staticmethod
-    def _check_room(directory: _Dir, where: str) -> None:
+    def _check_room(directory: Dir, where: str) -> None:
         if len(directory.children) >= DIRECTORY_ITEMS_MAX:
-            full = f"directory {_path_of(directory)} is full ({DIRECTORY_ITEMS_MAX} entries)"
+            full = f"directory {path_of(directory)} is full ({DIRECTORY_ITEMS_MAX} entries)"
             raise BadRequest(f"{where}: {full}")
 
-    def _existing(self, path: str, where: str) -> _Inode:
+    def _existing(self, path: str, where: str) -> Inode:
         node = self._find(paths.split(path))
         if node is None:
             raise FileNotFound(f"{where}: {path} does not exist")
         return node
 
-    def _existing_file(self, path: str, where: str) -> _File:
+    def _existing_file(self, path: str, where: str) -> File:
         node = self._existing(path, where)
-        if isinstance(node, _Dir):
+        if isinstance(node, Dir):
             raise IsADirectory(f"{where}: {path} is a directory")
         return node
 
-    def _open_file(self, path: str, client: str, where: str) -> _File:
+    def _open_file(self, path: str, client: str, where: str) -> File:
         """The file ``client`` is writing, or ``LeaseExpired``/``LeaseHeld``."""
         client = _client(client, where)
         file = self._existing_file(path, where)
@@ -618,8 +427,8 @@ class Namespace:
 
     @staticmethod
     def _check_last_length(
-        file: _File, length: int | None, label: str, where: str
-    ) -> _Block | None:
+        file: File, length: int | None, label: str, where: str
+    ) -> Block | None:
         """Validate the writer's commit of the last block; return the block to update."""
         last = file.blocks[-1] if file.blocks else None
         if length is None:
@@ -644,24 +453,24 @@ class Namespace:
         return last
 
     @staticmethod
-    def _block_index(file: _File, block_id: int) -> int:
+    def _block_index(file: File, block_id: int) -> int:
         for index in range(len(file.blocks) - 1, -1, -1):
             if file.blocks[index].block_id == block_id:
                 return index
-        raise AssertionError(f"block {block_id} is mapped to {_path_of(file)} but not in it")
+        raise AssertionError(f"block {block_id} is mapped to {path_of(file)} but not in it")
 
-    def _last_block_info(self, file: _File) -> BlockInfo:
+    def _last_block_info(self, file: File) -> BlockInfo:
         return self._block_info(file, len(file.blocks) - 1)
 
     @staticmethod
-    def _block_info(file: _File, index: int) -> BlockInfo:
+    def _block_info(file: File, index: int) -> BlockInfo:
         block = file.blocks[index]
         offset = sum(b.visible_length() for b in file.blocks[:index])
         return BlockInfo(block.block_id, block.gen_stamp, block.length, offset)
 
     @staticmethod
-    def _status(node: _Inode, path: str) -> FileStatus:
-        if isinstance(node, _Dir):
+    def _status(node: Inode, path: str) -> FileStatus:
+        if isinstance(node, Dir):
             return FileStatus(
                 path, "directory", 0, 0, 0, node.mtime, 0.0, False, len(node.children),
                 permission="755",
@@ -680,7 +489,7 @@ class Namespace:
         """A directory's entries sorted by name; a file lists as itself (as HDFS)."""
         path = paths.normalize(path)
         node = self._existing(path, "list")
-        if isinstance(node, _File):
+        if isinstance(node, File):
             return [self._status(node, path)]
         return [self._status(node.children[n], paths.join(path, n)) for n in sorted(node.children)]
 
@@ -697,8 +506,8 @@ class Namespace:
     def content_summary(self, path: str) -> ContentSummary:
         path = paths.normalize(path)
         length = files = dirs = space = 0
-        for inode in _subtree(self._existing(path, "content_summary")):
-            if isinstance(inode, _Dir):
+        for inode in subtree(self._existing(path, "content_summary")):
+            if isinstance(inode, Dir):
                 dirs += 1
             else:
                 files += 1
@@ -709,7 +518,7 @@ class Namespace:
 
     def file_of_block(self, block_id: int) -> str | None:
         file = self._block_owner.get(block_id)
-        return None if file is None else _path_of(file)
+        return None if file is None else path_of(file)
 
     def replication_of_block(self, block_id: int) -> int | None:
         file = self._block_owner.get(block_id)
@@ -722,121 +531,39 @@ class Namespace:
 
     def under_construction(self) -> list[tuple[str, str]]:
         """(path, lease holder) of every open file, sorted by path."""
-        return sorted((_path_of(f), client) for client, held in self._leases.items() for f in held)
+        return sorted((path_of(f), client) for client, held in self._leases.items() for f in held)
 
     def files_leased_by(self, client: str) -> list[str]:
-        return sorted(_path_of(f) for f in self._leases.get(client, ()))
+        return sorted(path_of(f) for f in self._leases.get(client, ()))
 
     def validate(self) -> None:
         """Check every invariant; raise ``AssertionError`` naming the first broken one."""
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise AssertionError(f"namespace invariant broken: {message}")
-
-        root = self._root
-        check(root.parent is None and root.name == "", "root is malformed")
-        check(self._first_block_id <= self._next_block_id, "block id counter went back")
-        check(FIRST_GEN_STAMP <= self._next_gen_stamp, "gen stamp counter went back")
-        seen: set[int] = set()
-        owners: dict[int, _File] = {}
-        leases: dict[str, set[_File]] = {}
-        stack: list[_Inode] = [root]
-        while stack:
-            node = stack.pop()
-            check(id(node) not in seen, f"{_path_of(node)} is reachable twice")
-            seen.add(id(node))
-            if isinstance(node, _Dir):
-                for name, child in node.children.items():
-                    link_ok = child.name == name and child.parent is node
-                    check(link_ok, f"bad link to {name!r} in {_path_of(node)}")
-                    check(paths.normalize("/" + name) == "/" + name, f"bad name {name!r}")
-                    stack.append(child)
-                continue
-            where = _path_of(node)
-            check(1 <= node.replication <= REPLICATION_MAX, f"{where}: replication")
-            check(1 <= node.block_size <= BLOCK_SIZE_BYTES_MAX, f"{where}: block size")
-            if node.client is not None:
-                check(isinstance(node.client, str) and node.client != "", f"{where}: bad holder")
-                leases.setdefault(node.client, set()).add(node)
-            for index, block in enumerate(node.blocks):
-                at = f"{where} block {block.block_id}"
-                check(block.block_id not in owners, f"{at}: owned twice")
-                owners[block.block_id] = node
-                check(self._first_block_id <= block.block_id < self._next_block_id, f"{at}: id")
-                check(FIRST_GEN_STAMP <= block.gen_stamp < self._next_gen_stamp, f"{at}: stamp")
-                if block.length == UNKNOWN_LENGTH:
-                    check(node.client is not None, f"{at}: unknown length in a closed file")
-                    check(index == len(node.blocks) - 1, f"{at}: unknown length, not last")
-                else:
-                    check(0 <= block.length <= node.block_size, f"{at}: length {block.length}")
-                    check(block.prior is None, f"{at}: committed but keeps a prior")
-                if block.prior is not None:
-                    prior_stamp, prior_length = block.prior
-                    prior_ok = 0 <= prior_length < node.block_size and prior_stamp < block.gen_stamp
-                    check(prior_ok, f"{at}: bad prior {block.prior}")
-            if node.client is None:
-                closed_length = sum(b.length for b in node.blocks)
-                check(node.length() == closed_length, f"{where}: length mismatch")
-        check(owners.keys() == self._block_owner.keys(), "block map has missing or extra ids")
-        check(all(self._block_owner[b] is f for b, f in owners.items()), "block map is wrong")
-        check(leases == self._leases, "lease holders do not match the open files")
+        check_invariants(
+            self._root, self._first_block_id, self._next_block_id, self._next_gen_stamp,
+            self._block_owner, self._leases,
+        )
 
     # --- checkpoint -------------------------------------------------------------------
     def to_image(self) -> bytes:
         """The whole state as MessagePack (fsimage); deterministic for equal states."""
-        inodes: list[_ImageDir | _ImageFile] = []
-        for node in _subtree(self._root):
-            path = _path_of(node)
-            if isinstance(node, _Dir):
-                inodes.append(_ImageDir(path, node.mtime))
-            else:
-                blocks = tuple(
-                    _ImageBlock(b.block_id, b.gen_stamp, b.length, b.prior) for b in node.blocks
-                )
-                inodes.append(_ImageFile(
-                    path, node.mtime, node.atime, node.replication, node.block_size,
-                    node.client, blocks,
-                ))
-        image = _Image(
-            IMAGE_VERSION, self._first_block_id, self._next_block_id, self._next_gen_stamp,
-            tuple(inodes),
+        return fsimage.encode(
+            self._root, self._first_block_id, self._next_block_id, self._next_gen_stamp
         )
-        return msgspec.msgpack.encode(image)
 
     @classmethod
     def from_image(cls, data: bytes) -> Namespace:
         """Rebuild from :meth:`to_image` output; ``ValueError`` if the image is corrupt."""
-        image = msgspec.msgpack.decode(data, type=_Image)  # msgspec.DecodeError is a ValueError
+        image = fsimage.decode(data)  # msgspec.DecodeError is a ValueError
         try:
-            if image.version != IMAGE_VERSION:
-                raise ValueError(f"version {image.version} is not {IMAGE_VERSION}")
-            if not image.inodes or image.inodes[0] != _ImageDir("/", image.inodes[0].mtime):
-                raise ValueError("it does not start with the root directory")
+            root, block_owner, leases = fsimage.load_tree(image)
             ns = cls(first_block_id=image.first_block_id)
             ns._next_block_id, ns._next_gen_stamp = image.next_block_id, image.next_gen_stamp
-            ns._root.mtime = image.inodes[0].mtime
-            for record in image.inodes[1:]:
-                comps = paths.split(record.path)
-                parent = ns._find(comps[:-1]) if comps else None
-                if not isinstance(parent, _Dir) or comps[-1] in parent.children:
-                    raise ValueError(f"{record.path} has no parent directory, or is listed twice")
-                if isinstance(record, _ImageDir):
-                    parent.children[comps[-1]] = _Dir(comps[-1], parent, record.mtime)
-                    continue
-                blocks = [_Block(b.block_id, b.gen_stamp, b.length, b.prior) for b in record.blocks]
-                file = _File(
-                    comps[-1], parent, record.replication, record.block_size,
-                    record.mtime, record.atime, record.client, blocks,
-                )
-                parent.children[file.name] = file
-                for block in file.blocks:
-                    ns._block_owner[block.block_id] = file
-                if file.client is not None:
-                    ns._leases.setdefault(file.client, set()).add(file)
+            ns._root, ns._block_owner, ns._leases = root, block_owner, leases
             ns.validate()
         except (AssertionError, ValueError) as exc:  # InvalidPath, BadRequest are ValueErrors
             raise ValueError(f"corrupt namespace image: {exc}") from exc
         return ns
+
 
 
 _HANDLERS = {

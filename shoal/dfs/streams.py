@@ -305,7 +305,9 @@ class DFSReader(io.RawIOBase):
         self._pos = 0
         self._stream: _BlockStream | None = None
         self._stream_block = -1
-        self._bad_nodes: set[str] = set()
+        # Replicas that failed for this reader, as (block id, node id): a bad checksum
+        # condemns one replica, not every block on that worker.
+        self._bad: dict[tuple[int, str], str] = {}
 
     def readable(self) -> bool:
         return True
@@ -353,6 +355,20 @@ class DFSReader(io.RawIOBase):
             return n
         raise BlockMissing(f"{self.path}: no readable replica of block {block.block_id}")
 
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        """Up to ``size`` bytes, fewer only at end of file (like a buffered file)."""
+        if size is None or size < 0:
+            return self.readall()
+        buf = bytearray(min(size, max(0, self.length - self._pos)))
+        view = memoryview(buf)
+        got = 0
+        while got < len(buf):
+            n = self.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        return bytes(view[:got])
+
     def readall(self) -> bytes:
         out = bytearray()
         chunk = bytearray(READ_BUFFER_BYTES)
@@ -381,7 +397,7 @@ class DFSReader(io.RawIOBase):
 
     def _replica_failed(self, stream: _BlockStream, exc: ShoalError) -> None:
         log.warning("reading block %d from %s failed: %s", stream.block_id, stream.node.label(), exc)
-        self._bad_nodes.add(stream.node.node_id)
+        self._bad[(stream.block_id, stream.node.node_id)] = str(exc)
         if isinstance(exc, ChecksumError):
             self.client._report_bad_block(stream.block_id, stream.node.node_id, str(exc))
         stream.close()
@@ -393,25 +409,25 @@ class DFSReader(io.RawIOBase):
             self._stream = None
         located = self.blocks[index]
         block = located.block
-        errors = []
         for node in located.locations:
-            if node.node_id in self._bad_nodes:
+            key = (block.block_id, node.node_id)
+            if key in self._bad:
                 continue
             try:
                 conn = self.client._connect_data(node.address)
                 conn.send_msg(p.ReadBlockOp(block.block_id, block.gen_stamp, in_block, block.length - in_block))
                 reply = conn.recv_msg(p.ReadBlockReply)
             except ShoalError as exc:
-                errors.append(f"{node.label()}: {exc}")
-                self._bad_nodes.add(node.node_id)
+                self._bad[key] = str(exc)
                 continue
             if not reply.ok:
                 conn.close()
-                errors.append(f"{node.label()}: {error_from_code(reply.error_code, reply.error)}")
-                self._bad_nodes.add(node.node_id)
+                self._bad[key] = str(error_from_code(reply.error_code, reply.error))
                 continue
             self._stream = _BlockStream(conn, node, block.block_id, in_block, reply)
             self._stream_block = index
             return self._stream
-        tried = "; ".join(errors) or "no live replica"
+        tried = "; ".join(
+            f"{n.label()}: {self._bad[(block.block_id, n.node_id)]}" for n in located.locations
+        ) or "no live replica"
         raise BlockMissing(f"{self.path}: cannot read block {block.block_id} ({tried})")
