@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import platform
 import resource
@@ -224,6 +225,7 @@ def machine_info(workdir: Path, tools: Sequence[str] = ()) -> dict[str, Any]:
         "workdir_fs": _filesystem_type(workdir),
         "disk_free": format_size(usage.free),
         "disk_free_bytes": usage.free,
+        "virtio_balloon_free_page_reporting": free_page_reporting(),
     }
     try:
         import uvloop  # noqa: F401
@@ -234,6 +236,42 @@ def machine_info(workdir: Path, tools: Sequence[str] = ()) -> dict[str, Any]:
     for tool in tools:
         info[f"{tool}_version"] = _first_line([tool, "--version"])
     return info
+
+
+def memory_touch_mb_s(mib: int = 256, repeats: int = 3) -> list[float]:
+    """How fast this machine hands out fresh memory: MB/s of writing ``mib`` MiB of new
+    anonymous pages. On a VM whose free pages go back to the host (virtio-balloon free
+    page reporting) this is slow and varies, and so does every step that fills the
+    page cache (cp, cat > file, put, get); a low or scattered number explains noise."""
+    size = mib * 1024 * 1024
+    zeros = bytes(1024 * 1024)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with mmap.mmap(-1, size) as m:
+            for _ in range(mib):
+                m.write(zeros)
+        rates.append(round(mb_per_s(size, time.perf_counter() - t0), 1))
+    return rates
+
+
+def free_page_reporting() -> bool | None:
+    """Whether a virtio balloon with free page reporting is present (None: can't tell)."""
+    devices = Path("/sys/bus/virtio/devices")
+    if not devices.is_dir():
+        return None
+    found = False
+    for dev in devices.iterdir():
+        try:
+            if (dev / "device").read_text().strip() != "0x0005":  # virtio-balloon
+                continue
+            features = (dev / "features").read_text().strip()
+        except OSError:
+            continue
+        found = True
+        if len(features) > 5 and features[5] == "1":  # VIRTIO_BALLOON_F_REPORTING
+            return True
+    return False if found or devices.exists() else None
 
 
 def _cpu_model() -> str | None:

@@ -38,6 +38,7 @@ from _common import (  # noqa: E402
     machine_info,
     make_input_file,
     mb_per_s,
+    memory_touch_mb_s,
     ratio,
     rounded,
     size_arg,
@@ -51,8 +52,10 @@ from shoal.core.units import format_size  # noqa: E402
 
 GOAL_PUT_R1_VS_CP = 0.5
 GOAL_GET_VS_CAT = 0.7
+NOISY_SPREAD = 0.5  # a step whose fastest run beat its slowest by more than 1.5x
 DFS_DIR = "/bench"
 REPLICAS_GONE_TIMEOUT_S = 20.0
+SETTLE_S = 3.0
 
 STEPS = {
     "cp": "cp input out (subprocess)",
@@ -63,6 +66,16 @@ STEPS = {
     "put_r3": "DFSClient.put(input, replication=3)",
     "get_r3": "DFSClient.get of the replication-3 file to a local file",
 }
+
+
+# Steps run in groups (a get needs its put); the groups rotate from run to run so that
+# no tool always runs first, or always right after the 3-replica write.
+STEP_GROUPS = [["cp", "cat_to_file", "cat_to_devnull"], ["put_r1", "get_r1"], ["put_r3", "get_r3"]]
+
+
+def run_order(i: int) -> list[str]:
+    k = i % len(STEP_GROUPS)
+    return [name for group in STEP_GROUPS[k:] + STEP_GROUPS[:k] for name in group]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if machine["disk_free_bytes"] < needed:
             raise SystemExit(f"need about {format_size(needed)} free in {work}, have {machine['disk_free']}")
 
+        extra["memory_touch_mb_s_before"] = memory_touch_mb_s()
         log(f"writing a {format_size(size)} input file")
         t0 = time.perf_counter()
         make_input_file(inp, size)
@@ -148,9 +162,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         verified: dict[str, bool] = {}
         replicas_gone: list[bool] = []
+        orders: list[list[str]] = []
         for i in range(args.runs):
+            order = run_order(i)
+            orders.append(order)
             log(f"run {i + 1}/{args.runs}")
-            for name in STEPS:
+            for name in order:
                 os.sync()  # untimed: no step inherits another step's dirty pages
                 if name in subprocess_steps:
                     sample = timed(subprocess_steps[name])
@@ -174,7 +191,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fs.mkdirs(DFS_DIR)
             if i + 1 < args.runs:
                 replicas_gone.append(wait_for_replicas_gone(fs, REPLICAS_GONE_TIMEOUT_S))
+                # Untimed: a VM may hand freed pages back to its host a couple of seconds
+                # after they are freed; let that finish before the next run's steps.
+                time.sleep(SETTLE_S)
 
+        extra["memory_touch_mb_s_after"] = memory_touch_mb_s()
+        extra["order_per_run"] = orders
         return report(args, size, work, machine, cfg, series, verified, replicas_gone, extra)
     finally:
         if client is not None:
@@ -234,6 +256,18 @@ def report(
             "vs_cat_to_devnull": min(ratios["get_r1_vs_cat_to_devnull"], ratios["get_r3_vs_cat_to_devnull"]),
         },
     }
+    warnings = [
+        f"{name} varied {1 + s.to_json()['spread']:.1f}x between runs ({', '.join(f'{r:.0f}' for r in map(s.run_mb_s, range(args.runs)))} MB/s)"
+        for name, s in series.items()
+        if args.runs > 1 and s.to_json()["spread"] > NOISY_SPREAD
+    ]
+    if warnings:
+        warnings.append(
+            "noisy machine: compare ratios_per_run and memory_touch_mb_s; "
+            + ("this VM returns freed pages to its host (virtio-balloon free page reporting), so every "
+               "step that fills the page cache pays host page faults" if machine.get("virtio_balloon_free_page_reporting") else
+               "consider more --runs")
+        )
     return {
         "benchmark": "dfs_io",
         "size_bytes": size,
@@ -245,6 +279,7 @@ def report(
         "ratios_per_run": per_run,
         "goals": goals,
         "all_goals_met": all(g["goal_met"] for g in goals.values()),
+        "warnings": warnings,
         "verified": verified,
         "cluster": {
             "workers": args.workers,
@@ -262,7 +297,8 @@ def report(
         "notes": [
             "All runs are warm-cache: the input is written once and stays in the page cache; nothing is "
             "dropped (that needs root). Every tool runs the same number of times on the same input file, "
-            "in the same run, in the order listed in results.",
+            "in the same run; the groups (cp/cat, put_r1/get_r1, put_r3/get_r3) rotate from run to run "
+            "(timings.order_per_run), so use --runs 3 or a multiple of it.",
             "os.sync() runs (untimed) before each step so no step pays for another's dirty pages; no step "
             "waits for its own write-back (neither cp/cat nor shoal fsyncs; dfs.sync_on_close is off).",
             "The input, the cluster's block folders and every output are on the same file system.",
@@ -271,7 +307,10 @@ def report(
             "Ratios are of median MB/s; ratios_per_run pairs the tools within each run. cpu_s counts "
             "user+system seconds of the tool (cp/cat) or of the client plus every shoal daemon.",
             "Outputs and DFS files are deleted after each run; between runs the benchmark waits (untimed) "
-            "for the workers to report their replicas gone.",
+            "for the workers to report their replicas gone, then 3 s more for the freed memory to settle.",
+            "timings.memory_touch_mb_s_* is how fast the machine hands out fresh memory (MB/s of first "
+            "writes to new anonymous pages), measured before and after the runs: every step here that "
+            "writes a file is bounded by it as much as by the disk.",
         ],
     }
 

@@ -20,6 +20,7 @@ FAST = {
     "dfs.block_size": "1M",
     "dfs.packet_bytes": "256K",
     "dfs.bytes_per_checksum": "64K",
+    "dfs.replication_timeout_s": "5",
 }
 
 

@@ -228,3 +228,35 @@ def blocks(path: str, as_json: bool, cluster: str | None) -> None:
             " ".join(n.label() for n in b.locations) or "[red]none[/red]",
         )
     Console().print(table)
+
+
+@fs_group.command("fsck")
+@click.argument("path", default="/")
+@click.option("--blocks", "show_blocks", is_flag=True, help="List every block, not only unhealthy ones.")
+@json_option
+@cluster_option
+@friendly_errors
+def fsck(path: str, show_blocks: bool, as_json: bool, cluster: str | None) -> None:
+    """Check block health under PATH; exit 1 if any block is missing or corrupt."""
+    with connect(cluster) as c:
+        report = c.fs.fsck(path)
+    if as_json:
+        print_json(report)
+    else:
+        for f in report.files:
+            if f.status == "healthy" and not show_blocks:
+                continue
+            click.echo(f"{f.path}: {f.status} ({len(f.blocks)} blocks, replication {f.replication})")
+            for b in f.blocks:
+                if b.status != "healthy" or show_blocks:
+                    where = " ".join(b.replicas) or "no live replica"
+                    bad = f" corrupt: {' '.join(b.corrupt)}" if b.corrupt else ""
+                    click.echo(f"  blk_{b.block_id} len={b.length} {b.status} [{len(b.replicas)}/{b.expected}] {where}{bad}")
+        t = report.totals
+        click.echo(
+            f"{len(report.files)} files, {report.directories} directories, {sum(t.values())} blocks: "
+            + ", ".join(f"{v} {k}" for k, v in t.items())
+        )
+        click.echo(f"The filesystem under '{report.path}' is {'HEALTHY' if report.healthy else 'CORRUPT'}")
+    if not report.healthy:
+        sys.exit(1)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.cli.common import cluster_option, cluster_target, connect, fail, friendly_errors, json_option, print_json
+from shoal.cli.dfsadmin import dfs_group
 from shoal.cli.fs import fs_group
 from shoal.core.config import load_config, parse_settings
 from shoal.core.units import format_size
@@ -179,6 +180,7 @@ def worker(
 
 
 cli.add_command(fs_group)
+cli.add_command(dfs_group)
 
 
 def main() -> None:

@@ -150,12 +150,13 @@ class LocalCluster:
             self.down()
             raise
 
-    def start_master(self, host: str = "127.0.0.1", deadline: float | None = None) -> dict[str, Any]:
+    def start_master(self, host: str = "127.0.0.1", deadline: float | None = None, port: int = 0) -> dict[str, Any]:
+        """Start the master; ``port`` lets a restarted master rebind the port its workers know."""
         mdir = self.folder / "master"
         (mdir / "address.json").unlink(missing_ok=True)
         cmd = _daemon_cmd(
             "master", "--dir", str(mdir), "--config-dir", str(self.folder),
-            "--secret-file", str(self.folder / "secret"), "--host", host, "--port", "0",
+            "--secret-file", str(self.folder / "secret"), "--host", host, "--port", str(port),
         )
         proc = _spawn(cmd, mdir)
         self._record("master", "master", proc)

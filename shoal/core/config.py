@@ -44,6 +44,23 @@ class DfsConfig(msgspec.Struct, kw_only=True, frozen=True):
     sync_on_close: bool = False
     # A worker with less free space than this is never chosen for a new replica.
     reserved_bytes: int = 0
+    # The master checkpoints its namespace (fsimage) after this long or this many
+    # edit-log transactions, whichever comes first (HDFS dfs.namenode.checkpoint.period
+    # and dfs.namenode.checkpoint.txns).
+    checkpoint_interval_s: float = 3600.0
+    checkpoint_txns: int = 1_000_000
+    # Re-replication: copies a worker may send or receive at once
+    # (dfs.namenode.replication.max-streams) and how long a copy may take before it
+    # is rescheduled (dfs.namenode.reconstruction.pending.timeout-sec, 5 minutes).
+    replication_max_streams: int = 2
+    replication_timeout_s: float = 300.0
+    # Block scanner: verify every replica once per period at a bounded rate
+    # (dfs.datanode.scan.period.hours = 3 weeks, 1 MiB/s per volume).
+    scan_period_s: float = 504 * 3600.0
+    scanner_bytes_per_s: int = 1 * MiB
+    # Safe mode: the fraction of blocks with a live replica before writes resume
+    # (dfs.namenode.safemode.threshold-pct).
+    safemode_threshold: float = 0.999
 
 
 class RpcConfig(msgspec.Struct, kw_only=True, frozen=True):

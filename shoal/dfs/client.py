@@ -101,6 +101,14 @@ class DFSClient:
     def report(self) -> p.ClusterReport:
         return self.rpc.call(p.CLUSTER_REPORT, Empty())
 
+    def fsck(self, path: str = "/") -> p.FsckReport:
+        """Every block under ``path`` with its replicas and health."""
+        return self.rpc.call(p.FSCK, p.PathReq(dfs_path(path)))
+
+    def decommission(self, node_id: str) -> p.NodeReport:
+        """Start draining a worker; poll :meth:`report` until it is ``decommissioned``."""
+        return self.rpc.call(p.DECOMMISSION, p.NodeReq(node_id))
+
     # --- data ----------------------------------------------------------------------------
     def open(
         self,

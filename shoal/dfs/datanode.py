@@ -22,8 +22,9 @@ from shoal.core.rpc_client import RpcClient
 from shoal.core.sockio import FramedSocket
 from shoal.dfs import protocol as p
 from shoal.dfs.blockstore import BlockStore
-from shoal.dfs.transfer import BlockReceiver, serve_read
-from shoal.errors import AuthenticationError, ShoalError
+from shoal.dfs.scanner import BlockScanner
+from shoal.dfs.transfer import BlockReceiver, send_replica, serve_read
+from shoal.errors import AuthenticationError, ChecksumError, ShoalError
 
 log = logging.getLogger("dfs.datanode")
 
@@ -74,6 +75,8 @@ class DataNode:
             threading.Thread(target=self._accept_loop, name="xceiver-accept", daemon=True).start()
         self._register()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        scanner = BlockScanner(self.store, self.config.dfs, self.report_bad, self._stop)
+        threading.Thread(target=scanner.run, name="block-scanner", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -134,6 +137,31 @@ class DataNode:
         if isinstance(command, p.DeleteReplicas):
             deleted = sum(self.store.delete(b) for b in command.block_ids)
             log.info("deleted %d of %d replicas on the master's command", deleted, len(command.block_ids))
+        elif isinstance(command, p.ReplicateBlock):
+            threading.Thread(target=self._replicate, args=(command,), daemon=True, name="replicate").start()
+
+    def _replicate(self, command: p.ReplicateBlock) -> None:
+        """Copy a local replica down a pipeline of targets, verifying it on the way out."""
+        with self._active_lock:
+            self._active += 1
+        try:
+            send_replica(self.store, command, self._connect, self.config)
+            log.info("copied block %d to %s", command.block_id, ",".join(t.node_id for t in command.targets))
+        except ChecksumError as exc:
+            self.report_bad(command.block_id, str(exc))
+        except (ShoalError, OSError) as exc:
+            log.warning("copying block %d failed: %s", command.block_id, exc)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def report_bad(self, block_id: int, reason: str) -> None:
+        """A local replica failed verification: the master repairs it from a good copy."""
+        log.warning("replica of block %d is corrupt: %s", block_id, reason)
+        try:
+            self.master.call(p.REPORT_BAD_BLOCK, p.ReportBadBlockReq(block_id, self.node_id, reason))
+        except ShoalError as exc:
+            log.warning("could not report corrupt block %d: %s", block_id, exc)
 
     def report_received(self, report: p.ReplicaReport) -> None:
         """Tell the master a replica is complete (before the last packet is acked)."""

@@ -34,6 +34,7 @@ from shoal.dfs.namespace import (
     RecoverLeaseOp,
     RenameOp,
 )
+from shoal.dfs.blockmanager import BlockManager
 from shoal.dfs.placement import BlockPlacementPolicy, NodeView, sort_by_distance
 from shoal.errors import BadRequest, LeaseHeld, NoLiveWorkers, ShoalError
 
@@ -41,6 +42,9 @@ log = logging.getLogger("dfs.namenode")
 
 LIVE = "live"
 DEAD = "dead"
+DECOMMISSIONING = "decommissioning"
+DECOMMISSIONED = "decommissioned"
+READABLE = (LIVE, DECOMMISSIONING, DECOMMISSIONED)
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,11 @@ class DatanodeDescriptor:
     state: str = LIVE
     blocks: set[int] = field(default_factory=set)
     pending_deletes: list[int] = field(default_factory=list)
+    pending_commands: list[p.Command] = field(default_factory=list)
 
     def view(self) -> NodeView:
-        return NodeView(self.info.node_id, self.info.rack, self.remaining_bytes, self.xceivers)
+        draining = self.state in (DECOMMISSIONING, DECOMMISSIONED)
+        return NodeView(self.info.node_id, self.info.rack, self.remaining_bytes, self.xceivers, draining)
 
 
 class NameNode:
@@ -81,7 +87,7 @@ class NameNode:
         self.placement = BlockPlacementPolicy()
         self.rng = random.Random(seed)
         self.nodes: dict[str, DatanodeDescriptor] = {}
-        self.block_map: dict[int, set[str]] = {}
+        self.blocks = BlockManager(lambda: self.namespace, self.placement, self.rng)
         self.journal = journal
 
     # --- helpers ---------------------------------------------------------------------------
@@ -94,10 +100,13 @@ class NameNode:
     def _live(self) -> list[DatanodeDescriptor]:
         return [d for d in self.nodes.values() if d.state == LIVE]
 
+    def _states(self) -> dict[str, str]:
+        return {n: d.state for n, d in self.nodes.items()}
+
     def _forget_blocks(self, block_ids: tuple[int, ...] | list[int]) -> None:
         """Blocks left the namespace: schedule their replicas for deletion."""
         for bid in block_ids:
-            for node_id in self.block_map.pop(bid, ()):
+            for node_id in self.blocks.forget(bid):
                 node = self.nodes.get(node_id)
                 if node is not None:
                     node.blocks.discard(bid)
@@ -125,7 +134,11 @@ class NameNode:
         log.info("recovered lease on %s (dropped %d unfinished blocks)", path, len(result.removed_blocks))
 
     def _locate(self, block_id: int, reader_node: str | None) -> list[p.DatanodeInfo]:
-        holders = [self.nodes[n] for n in self.block_map.get(block_id, ()) if self.nodes[n].state == LIVE]
+        holders = [self.nodes[n] for n in self.blocks.replicas.get(block_id, ()) if self.nodes[n].state in READABLE]
+        if not holders:
+            # Every good copy is gone: offer the corrupt ones so the reader fails
+            # on their checksums with a clear error instead of "no replica".
+            holders = [self.nodes[n] for n in self.blocks.corrupt.get(block_id, ()) if self.nodes[n].state in READABLE]
         reader_rack = self.nodes[reader_node].info.rack if reader_node in self.nodes else None
         ordered = sort_by_distance(reader_node, reader_rack, [d.view() for d in holders], self.rng)
         return [self.nodes[v.node_id].info for v in ordered]
@@ -233,35 +246,46 @@ class NameNode:
         return self.namespace.content_summary(req.path)
 
     def report_bad_block(self, req: p.ReportBadBlockReq) -> Empty:
-        log.warning("replica of block %d on %s reported bad: %s", req.block_id, req.node_id, req.reason)
+        if self.blocks.mark_corrupt(req.block_id, req.node_id):
+            node = self.nodes.get(req.node_id)
+            if node is not None:
+                node.blocks.discard(req.block_id)
+            log.warning("replica of block %d on %s is corrupt: %s", req.block_id, req.node_id, req.reason)
         return Empty()
+
+    def fsck(self, req: p.PathReq) -> p.FsckReport:
+        from shoal.dfs.fsck import fsck
+
+        return fsck(self, req.path)
+
+    def in_safe_mode(self) -> bool:
+        return False
+
+    def decommission(self, req: p.NodeReq) -> p.NodeReport:
+        """Drain a worker: its replicas are copied elsewhere before it is retired."""
+        node = self.nodes.get(req.node_id)
+        if node is None:
+            raise BadRequest(f"unknown worker {req.node_id!r}; see shoal nodes")
+        if node.state == DEAD:
+            raise BadRequest(f"worker {req.node_id} is dead; only a live worker can be decommissioned")
+        if node.state == LIVE:
+            node.state = DECOMMISSIONING
+            self.blocks.needs_check.update(node.blocks)
+            log.info("decommissioning %s (%d blocks to drain)", req.node_id, len(node.blocks))
+        return self._node_report(node, self.clock.monotonic())
+
+    def _node_report(self, d: DatanodeDescriptor, now: float) -> p.NodeReport:
+        return p.NodeReport(
+            d.info.node_id, d.info.host, d.info.data_port, d.info.rack, d.state, d.capacity_bytes,
+            d.used_bytes, d.remaining_bytes, len(d.blocks), d.pid, round(now - d.last_heartbeat, 3), d.xceivers,
+        )
 
     def cluster_report(self, _: Empty) -> p.ClusterReport:
         now = self.clock.monotonic()
-        nodes = [
-            p.NodeReport(
-                d.info.node_id,
-                d.info.host,
-                d.info.data_port,
-                d.info.rack,
-                d.state,
-                d.capacity_bytes,
-                d.used_bytes,
-                d.remaining_bytes,
-                len(d.blocks),
-                d.pid,
-                round(now - d.last_heartbeat, 3),
-                d.xceivers,
-            )
-            for d in sorted(self.nodes.values(), key=lambda d: d.info.node_id)
-        ]
+        nodes = [self._node_report(d, now) for d in sorted(self.nodes.values(), key=lambda d: d.info.node_id)]
         summary = self.namespace.content_summary("/")
-        under = 0
-        for bid, holders in self.block_map.items():
-            want = self.namespace.replication_of_block(bid) or 0
-            if sum(1 for n in holders if self.nodes[n].state == LIVE) < want:
-                under += 1
-        return p.ClusterReport(nodes, summary.file_count, len(self.block_map), under)
+        under = self.blocks.under_replicated(self._states())
+        return p.ClusterReport(nodes, summary.file_count, len(self.blocks.replicas), under)
 
     # --- worker requests ------------------------------------------------------------------
     def register(self, req: p.RegisterReq) -> p.RegisterResp:
@@ -273,8 +297,10 @@ class NameNode:
         if old is not None:
             # A returning worker: its replicas count again only once it reports them.
             for bid in old.blocks:
-                self.block_map.get(bid, set()).discard(info.node_id)
+                self.blocks.remove(bid, info.node_id)
             desc.pending_deletes = old.pending_deletes
+            if old.state in (DECOMMISSIONING, DECOMMISSIONED):
+                desc.state = old.state
         self.nodes[info.node_id] = desc
         log.info("worker %s registered at %s:%d on rack %s", info.node_id, info.host, info.data_port, info.rack)
         return p.RegisterResp(self.config)
@@ -290,7 +316,8 @@ class NameNode:
         node.xceivers = req.xceivers
         if req.block_report is not None:
             self._reconcile(node, req.block_report)
-        commands: list[p.Command] = []
+        commands: list[p.Command] = node.pending_commands
+        node.pending_commands = []
         if node.pending_deletes:
             commands.append(p.DeleteReplicas(node.pending_deletes))
             node.pending_deletes = []
@@ -313,14 +340,16 @@ class NameNode:
         except ShoalError as exc:
             log.warning("ignoring replica of block %d on %s: %s", replica.block_id, node.info.node_id, exc)
             return
-        self.block_map.setdefault(replica.block_id, set()).add(node.info.node_id)
+        if replica.block_id in self.blocks.corrupt and node.info.node_id in self.blocks.corrupt[replica.block_id]:
+            return  # a replica known to be corrupt stays so until it is deleted
+        self.blocks.add(replica.block_id, node.info.node_id)
         node.blocks.add(replica.block_id)
 
     def _reconcile(self, node: DatanodeDescriptor, report: list[p.ReplicaReport]) -> None:
         """A full block report replaces what the master believed this worker holds."""
         reported = {r.block_id for r in report}
         for bid in node.blocks - reported:
-            self.block_map.get(bid, set()).discard(node.info.node_id)
+            self.blocks.remove(bid, node.info.node_id)
             log.warning("replica of block %d expected on %s is missing", bid, node.info.node_id)
         node.blocks &= reported
         for replica in report:
@@ -329,16 +358,54 @@ class NameNode:
 
     # --- timers ----------------------------------------------------------------------------
     def tick(self) -> None:
-        """Declare silent workers dead; recover leases past the hard limit."""
+        """Declare silent workers dead, repair replication, recover expired leases."""
         now = self.clock.monotonic()
+        dfs = self.config.dfs
         for node in self.nodes.values():
-            if node.state == LIVE and now - node.last_heartbeat > self.config.dfs.dead_node_interval_s:
+            if node.state != DEAD and now - node.last_heartbeat > dfs.dead_node_interval_s:
+                log.warning("worker %s declared dead (no heartbeat for %.1fs)", node.info.node_id, now - node.last_heartbeat)
                 node.state = DEAD
                 for bid in node.blocks:
-                    self.block_map.get(bid, set()).discard(node.info.node_id)
+                    self.blocks.remove(bid, node.info.node_id)
                 node.blocks.clear()
-                log.warning("worker %s declared dead (no heartbeat for %.1fs)", node.info.node_id, now - node.last_heartbeat)
-        for client in self.leases.expired_clients(now, self.config.dfs.lease_hard_limit_s):
+                node.pending_commands.clear()
+        self._schedule_replication(now)
+        self._check_decommissioning()
+        for client in self.leases.expired_clients(now, dfs.lease_hard_limit_s):
             for path in self.namespace.files_leased_by(client):
                 self.recover_lease(path)
             self.leases.forget(client)
+
+    def _schedule_replication(self, now: float) -> None:
+        states = self._states()
+        views = {n: d.view() for n, d in self.nodes.items() if d.state in READABLE}
+        plan = self.blocks.plan(
+            views, states, now, self.config.dfs.replication_timeout_s, self.config.dfs.replication_max_streams
+        )
+        for work in plan.copies:
+            info = self.namespace.block(work.block_id)
+            if info is None:
+                continue
+            targets = [self.nodes[t].info for t in work.targets]
+            self.nodes[work.source].pending_commands.append(
+                p.ReplicateBlock(work.block_id, info.gen_stamp, info.length, targets)
+            )
+            log.info("re-replicating block %d from %s to %s", work.block_id, work.source, ",".join(work.targets))
+        for node_id, bids in plan.deletions.items():
+            node = self.nodes.get(node_id)
+            if node is not None:
+                node.blocks.difference_update(bids)
+                node.pending_deletes.extend(bids)
+
+    def _check_decommissioning(self) -> None:
+        """A draining worker is done when none of its blocks needs it any more."""
+        states = self._states()
+        for node in self.nodes.values():
+            if node.state != DECOMMISSIONING:
+                continue
+            if all(
+                (h := self.blocks.health(bid, states)) is None or len(h.live) >= h.expected
+                for bid in node.blocks
+            ):
+                node.state = DECOMMISSIONED
+                log.info("worker %s decommissioned", node.info.node_id)

@@ -28,7 +28,10 @@ Rules (HDFS semantics; each refusal names the path):
   directory whose entries change (mkdirs, create, rename, delete); atime is set on
   create. Directories report atime 0, as HDFS does.
 
-Lease *timing* is soft state kept by :class:`shoal.dfs.leases.LeaseManager`.
+Lease *timing* is soft state kept by :class:`shoal.dfs.leases.LeaseManager`. The ops,
+results and limits are defined in :mod:`shoal.dfs.namespace_ops` (re-exported here), the
+tree's nodes and invariants in :mod:`shoal.dfs.inodes`, the image format in
+:mod:`shoal.dfs.fsimage`.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ from __future__ import annotations
 import math
 
 from shoal.dfs import fsimage, paths
+from shoal.dfs.fsimage import IMAGE_VERSION
 from shoal.dfs.inodes import Block, Dir, File, Inode, check_invariants, path_of, subtree
 from shoal.dfs.namespace_ops import (
-    BLOCK_SIZE_BYTES_MAX,
     BLOCKS_PER_FILE_MAX,
+    BLOCK_SIZE_BYTES_MAX,
     DIRECTORY_ITEMS_MAX,
     FIRST_GEN_STAMP,
     REPLICATION_MAX,
@@ -72,17 +76,16 @@ from shoal.errors import (
     NotADirectory,
 )
 
-# The limits, ops and results live in shoal.dfs.namespace_ops; they are re-exported here,
-# the import path the rest of shoal uses.
+# The limits, ops and results live in shoal.dfs.namespace_ops (IMAGE_VERSION in
+# shoal.dfs.fsimage); they are re-exported here, the import path the rest of shoal uses.
 __all__ = [
     "BLOCKS_PER_FILE_MAX", "BLOCK_SIZE_BYTES_MAX", "DIRECTORY_ITEMS_MAX", "FIRST_GEN_STAMP",
-    "REPLICATION_MAX", "UNKNOWN_LENGTH",
+    "IMAGE_VERSION", "REPLICATION_MAX", "UNKNOWN_LENGTH",
     "AbandonBlockOp", "AddBlockOp", "AppendOp", "CommitBlockLengthOp", "CompleteOp", "CreateOp",
     "DeleteOp", "MkdirsOp", "NamespaceOp", "RecoverLeaseOp", "RenameOp", "SetReplicationOp",
     "BlockInfo", "ContentSummary", "FileStatus", "OpResult",
     "Namespace",
 ]
-
 
 
 # --- argument checks ------------------------------------------------------------------
@@ -102,8 +105,6 @@ def _client(client: str, where: str) -> str:
     if not isinstance(client, str) or not client:
         raise BadRequest(f"{where}: client name must be a non-empty string, got {client!r}")
     return client
-
-
 
 
 class Namespace:
@@ -563,7 +564,6 @@ class Namespace:
         except (AssertionError, ValueError) as exc:  # InvalidPath, BadRequest are ValueErrors
             raise ValueError(f"corrupt namespace image: {exc}") from exc
         return ns
-
 
 
 _HANDLERS = {

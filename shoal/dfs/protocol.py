@@ -147,6 +147,36 @@ class ClusterReport(msgspec.Struct, frozen=True):
     under_replicated_blocks: int
 
 
+class NodeReq(msgspec.Struct, frozen=True):
+    node_id: str
+
+
+class FsckBlock(msgspec.Struct, frozen=True):
+    block_id: int
+    length: int
+    expected: int
+    replicas: list[str]  # node@rack of readable replicas
+    corrupt: list[str]
+    status: str  # healthy | under-replicated | mis-replicated | corrupt | missing
+
+
+class FsckFile(msgspec.Struct, frozen=True):
+    path: str
+    length: int
+    replication: int
+    status: str  # the worst status of its blocks
+    blocks: list[FsckBlock]
+
+
+class FsckReport(msgspec.Struct, frozen=True):
+    path: str
+    files: list[FsckFile]
+    directories: int
+    totals: dict[str, int]  # blocks per status
+    healthy: bool  # nothing missing or corrupt
+    safe_mode: bool
+
+
 MKDIRS = Method("dfs.mkdirs", MkdirsReq, MkdirsResp)
 CREATE = Method("dfs.create", CreateReq, FileStatus)
 APPEND = Method("dfs.append", AppendReq, AppendResp)
@@ -163,6 +193,8 @@ CONTENT_SUMMARY = Method("dfs.content_summary", PathReq, ContentSummary)
 REPORT_BAD_BLOCK = Method("dfs.report_bad_block", ReportBadBlockReq, Empty)
 CLUSTER_REPORT = Method("cluster.report", Empty, ClusterReport)
 GET_CONFIG = Method("cluster.config", Empty, Config)
+DECOMMISSION = Method("dfs.decommission", NodeReq, NodeReport)
+FSCK = Method("dfs.fsck", PathReq, FsckReport)
 
 
 # --- worker -> master --------------------------------------------------------------------
@@ -189,7 +221,16 @@ class DeleteReplicas(msgspec.Struct, frozen=True, tag="delete"):
     block_ids: list[int]
 
 
-Command = DeleteReplicas
+class ReplicateBlock(msgspec.Struct, frozen=True, tag="replicate"):
+    """Copy a replica this worker holds to ``targets`` (a pipeline, in order)."""
+
+    block_id: int
+    gen_stamp: int
+    length: int
+    targets: list[DatanodeInfo]
+
+
+Command = DeleteReplicas | ReplicateBlock
 
 
 class HeartbeatReq(msgspec.Struct, frozen=True):

@@ -20,13 +20,17 @@ from typing import TYPE_CHECKING
 
 from shoal.core.sockio import FramedSocket
 from shoal.dfs.checksum import verify_chunks
+from shoal.core.config import Config
+from shoal.dfs.namespace import BlockInfo
 from shoal.dfs.protocol import (
+    LocatedBlock,
     PacketAck,
     PacketHeader,
     PipelineReady,
     ReadBlockOp,
     ReadBlockReply,
     ReplicaReport,
+    ReplicateBlock,
     WriteBlockOp,
 )
 from shoal.errors import ShoalError
@@ -177,3 +181,46 @@ def serve_read(store: BlockStore, conn: FramedSocket, op: ReadBlockOp) -> None:
     if end > start:
         with open(replica.data_path, "rb") as f:
             conn.sendfile(f, start, end - start)
+
+
+def send_replica(store: BlockStore, command: ReplicateBlock, connect: Connect, config: Config) -> None:
+    """Push a local replica through a write pipeline to ``command.targets``.
+
+    Every chunk is verified against the stored checksums before it leaves, so a
+    corrupt replica is never copied (it raises :class:`ChecksumError` instead).
+    """
+    from shoal.dfs.streams import _Pipeline
+
+    replica = store.get(command.block_id)
+    if replica.length != command.length:
+        raise ShoalError(f"block {command.block_id}: local replica has {replica.length} bytes, master expects {command.length}")
+    first = command.targets[0]
+    conn = connect(first.address)
+    try:
+        conn.send_msg(
+            WriteBlockOp(command.block_id, replica.gen_stamp, command.targets[1:], replica.bytes_per_checksum, "replication")
+        )
+        ready = conn.recv_msg(PipelineReady)
+        if not ready.ok:
+            raise ShoalError(f"pipeline to {first.node_id} refused: {ready.error}")
+        bpc = replica.bytes_per_checksum
+        packet = max(bpc, config.dfs.packet_bytes - config.dfs.packet_bytes % bpc)
+        located = LocatedBlock(BlockInfo(command.block_id, replica.gen_stamp, replica.length, 0), list(command.targets))
+        pipe = _Pipeline(conn, located, config.dfs.pipeline_window_packets, bpc, config.rpc.call_timeout_s)
+        buf = bytearray(packet)
+        view = memoryview(buf)
+        with open(replica.data_path, "rb") as f:
+            offset = 0
+            while True:
+                n = f.readinto(buf)
+                last = offset + n >= replica.length
+                chunks = -(-n // bpc)
+                sums = store.read_checksums(replica, offset // bpc, chunks)
+                verify_chunks(view[:n], sums, bpc, f"local replica of block {command.block_id}")
+                pipe.send(view[:n], last)
+                offset += n
+                if last:
+                    break
+        pipe.finish()
+    finally:
+        conn.close()

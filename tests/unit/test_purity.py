@@ -9,7 +9,16 @@ import pytest
 
 import shoal
 
-PURE = ["dfs/namespace.py", "dfs/placement.py", "dfs/leases.py", "dfs/paths.py", "core/wire.py"]
+PURE = [
+    "dfs/namespace.py",
+    "dfs/namespace_ops.py",
+    "dfs/inodes.py",
+    "dfs/fsimage.py",
+    "dfs/placement.py",
+    "dfs/leases.py",
+    "dfs/paths.py",
+    "core/wire.py",
+]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pickle", "threading", "subprocess"}
 
 
