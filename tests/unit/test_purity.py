@@ -11,6 +11,7 @@ import shoal
 
 PURE = [
     "dfs/namespace.py",
+    "dfs/replication.py",
     "dfs/namespace_ops.py",
     "dfs/inodes.py",
     "dfs/fsimage.py",
