@@ -28,10 +28,16 @@ COPY_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 def dfs_path(path: str) -> str:
-    """Accept ``/a/b``, ``shoal:///a/b`` or ``shoal://authority/a/b``; return the normalised path."""
+    """Accept ``/a/b``, ``shoal:///a/b``, ``shoal://host:port/a/b`` or ``shoal://a/b``
+    (the fsspec form, where ``a`` is the first directory); return the normalised path."""
     if path.startswith("shoal://"):
         rest = path[len("shoal://") :]
-        path = "/" + rest.partition("/")[2] if not rest.startswith("/") else rest
+        if not rest.startswith("/"):
+            head, sep, tail = rest.partition("/")
+            host, colon, port = head.rpartition(":")
+            # Only a HOST:PORT authority is dropped; anything else is a path segment.
+            rest = "/" + tail if colon and host and port.isdigit() else "/" + rest
+        path = rest
     return paths.normalize(path)
 
 

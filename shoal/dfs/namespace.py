@@ -500,7 +500,9 @@ class Namespace:
         out: list[BlockInfo] = []
         offset = 0
         for block in file.blocks:
-            out.append(BlockInfo(block.block_id, block.gen_stamp, block.length, offset))
+            # Readers see the visible length: an appended block's prior length until
+            # the appender commits (readers never see a partly written packet).
+            out.append(BlockInfo(block.block_id, block.gen_stamp, block.visible_length(), offset))
             offset += block.visible_length()
         return out
 

@@ -38,6 +38,9 @@ log = logging.getLogger("dfs.client")
 
 PIPELINE_SETUP_ATTEMPTS = 3
 READ_BUFFER_BYTES = 1024 * 1024
+# After a seek, ask a worker for this much (or the read's size, if larger) instead of
+# the rest of the block: positioned reads (parquet footers) stay cheap.
+SEEK_READAHEAD_BYTES = 4 * 1024 * 1024
 
 
 class _Pipeline:
@@ -267,6 +270,10 @@ class _BlockStream:
         self.view = memoryview(self.buf)
         self.lo = self.hi = 0  # verified, unconsumed bytes are buf[lo:hi]
 
+    @property
+    def exhausted(self) -> bool:
+        return self.lo == self.hi and self.stream_pos >= self.stream_end
+
     def read_into(self, out: memoryview) -> int:
         if self.lo == self.hi:
             self._fill()
@@ -344,8 +351,12 @@ class DFSReader(io.RawIOBase):
         want = min(len(out), block.length - in_block)
         for _ in range(len(self.blocks[index].locations) + 1):
             stream = self._stream
-            if stream is None or self._stream_block != index or stream.pos != in_block:
-                stream = self._open_stream(index, in_block)
+            if stream is None or self._stream_block != index or stream.pos != in_block or stream.exhausted:
+                sequential = stream is not None and stream.pos == in_block and self._stream_block == index
+                span = block.length - in_block
+                if not sequential and in_block > 0:
+                    span = min(span, max(len(out), SEEK_READAHEAD_BYTES))
+                stream = self._open_stream(index, in_block, span)
             try:
                 n = stream.read_into(out[:want])
             except (ConnectionLost, RpcTimeout, ChecksumError, ProtocolError) as exc:
@@ -403,7 +414,7 @@ class DFSReader(io.RawIOBase):
         stream.close()
         self._stream = None
 
-    def _open_stream(self, index: int, in_block: int) -> _BlockStream:
+    def _open_stream(self, index: int, in_block: int, span: int) -> _BlockStream:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
@@ -415,7 +426,7 @@ class DFSReader(io.RawIOBase):
                 continue
             try:
                 conn = self.client._connect_data(node.address)
-                conn.send_msg(p.ReadBlockOp(block.block_id, block.gen_stamp, in_block, block.length - in_block))
+                conn.send_msg(p.ReadBlockOp(block.block_id, block.gen_stamp, in_block, span))
                 reply = conn.recv_msg(p.ReadBlockReply)
             except ShoalError as exc:
                 self._bad[key] = str(exc)
