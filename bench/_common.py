@@ -80,6 +80,15 @@ class Sample:
     self_cpu_s: float
     children_cpu_s: float
     watched_cpu_s: float
+    # Busy CPU seconds of the whole machine not accounted for above: other processes
+    # (someone's test run) and kernel threads (write-back, softirqs). A large value
+    # means the timing was shared with something else.
+    other_cpu_s: float = 0.0
+
+
+def _machine_busy_cpu() -> float:
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
 
 
 def _watched_cpu(procs: Iterable[psutil.Process]) -> float:
@@ -98,17 +107,22 @@ def timed(fn: Callable[[], Any], watch: Sequence[psutil.Process] = ()) -> Sample
     r0s = resource.getrusage(resource.RUSAGE_SELF)
     r0c = resource.getrusage(resource.RUSAGE_CHILDREN)
     w0 = _watched_cpu(watch)
+    m0 = _machine_busy_cpu()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
+    m1 = _machine_busy_cpu()
     w1 = _watched_cpu(watch)
     r1s = resource.getrusage(resource.RUSAGE_SELF)
     r1c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self_cpu = (r1s.ru_utime + r1s.ru_stime) - (r0s.ru_utime + r0s.ru_stime)
+    children_cpu = (r1c.ru_utime + r1c.ru_stime) - (r0c.ru_utime + r0c.ru_stime)
     return Sample(
         wall_s=wall,
-        self_cpu_s=(r1s.ru_utime + r1s.ru_stime) - (r0s.ru_utime + r0s.ru_stime),
-        children_cpu_s=(r1c.ru_utime + r1c.ru_stime) - (r0c.ru_utime + r0c.ru_stime),
+        self_cpu_s=self_cpu,
+        children_cpu_s=children_cpu,
         watched_cpu_s=w1 - w0,
+        other_cpu_s=max(0.0, (m1 - m0) - self_cpu - children_cpu - (w1 - w0)),
     )
 
 
@@ -129,6 +143,11 @@ class Series:
     def median_mb_s(self) -> float:
         return median([mb_per_s(self.nbytes, s.wall_s) for s in self.samples])
 
+    def busy_fraction(self) -> float:
+        """The largest share of the machine's CPU that others used during one run."""
+        cpus = os.cpu_count() or 1
+        return max(s.other_cpu_s / (s.wall_s * cpus) for s in self.samples if s.wall_s > 0)
+
     def run_mb_s(self, i: int) -> float:
         return mb_per_s(self.nbytes, self.samples[i].wall_s)
 
@@ -145,6 +164,7 @@ class Series:
             # max/min - 1 over the runs: a quick read of how noisy the number is
             "spread": rounded(max(rates) / min(rates) - 1) if len(rates) > 1 else 0.0,
             "cpu_s_median": rounded(median(cpu)),
+            "other_cpu_s_median": rounded(median([s.other_cpu_s for s in self.samples])),
         }
         if any(s.watched_cpu_s for s in self.samples):
             out["cpu_s_breakdown_median"] = {
@@ -225,6 +245,7 @@ def machine_info(workdir: Path, tools: Sequence[str] = ()) -> dict[str, Any]:
         "workdir_fs": _filesystem_type(workdir),
         "disk_free": format_size(usage.free),
         "disk_free_bytes": usage.free,
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
         "virtio_balloon_free_page_reporting": free_page_reporting(),
     }
     try:

@@ -53,6 +53,7 @@ from shoal.core.units import format_size  # noqa: E402
 GOAL_PUT_R1_VS_CP = 0.5
 GOAL_GET_VS_CAT = 0.7
 NOISY_SPREAD = 0.5  # a step whose fastest run beat its slowest by more than 1.5x
+BUSY_FRACTION = 0.25  # others used more than a quarter of all CPUs during a step
 DFS_DIR = "/bench"
 REPLICAS_GONE_TIMEOUT_S = 20.0
 SETTLE_S = 3.0
@@ -261,6 +262,14 @@ def report(
         for name, s in series.items()
         if args.runs > 1 and s.to_json()["spread"] > NOISY_SPREAD
     ]
+    busy = {name: s.busy_fraction() for name, s in series.items()}
+    busy = {name: f for name, f in busy.items() if f > BUSY_FRACTION}
+    if busy:
+        warnings.append(
+            "the machine was shared: other processes and kernel threads used up to "
+            + ", ".join(f"{100 * f:.0f}% ({name})" for name, f in busy.items())
+            + " of all CPUs during a run (see other_cpu_s_median); rerun on an idle machine"
+        )
     if warnings:
         warnings.append(
             "noisy machine: compare ratios_per_run and memory_touch_mb_s; "
@@ -305,7 +314,8 @@ def report(
             "The client and all daemons share this machine's CPUs and disk: put_r3 writes three copies to "
             "the same disk, so it moves 3x the bytes cp does.",
             "Ratios are of median MB/s; ratios_per_run pairs the tools within each run. cpu_s counts "
-            "user+system seconds of the tool (cp/cat) or of the client plus every shoal daemon.",
+            "user+system seconds of the tool (cp/cat) or of the client plus every shoal daemon; other_cpu_s "
+            "is the rest of the machine's busy CPU time during the step (other processes, kernel write-back).",
             "Outputs and DFS files are deleted after each run; between runs the benchmark waits (untimed) "
             "for the workers to report their replicas gone, then 3 s more for the freed memory to settle.",
             "timings.memory_touch_mb_s_* is how fast the machine hands out fresh memory (MB/s of first "

@@ -47,6 +47,18 @@ def put(local: str, path: str, replication: int | None, block_size: int | None, 
         c.fs.put(src, path, replication=replication, block_size=block_size, overwrite=force)
 
 
+@fs_group.command("appendToFile")
+@click.argument("local")
+@click.argument("path")
+@cluster_option
+@friendly_errors
+def append_to_file(local: str, path: str, cluster: str | None) -> None:
+    """Append LOCAL (or - for stdin) to PATH, creating it if missing."""
+    with connect(cluster) as c:
+        src = sys.stdin.buffer if local == "-" else local_path(local)
+        c.fs.append(src, path)
+
+
 @fs_group.command("get")
 @click.argument("path")
 @click.argument("local")

@@ -56,8 +56,7 @@ class MetadataStore:
                 if inspect.isawaitable(reply):
                     reply = await reply
             finally:
-                if self.editlog.unsynced:
-                    await self.sync()
+                pass
             return reply
 
         call.__name__ = getattr(handler, "__name__", "handler")

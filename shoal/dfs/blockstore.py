@@ -50,7 +50,10 @@ class Replica:
 class ReplicaWriter:
     """Appends verified packets to a replica-being-written, then finalizes it."""
 
-    def __init__(self, store: BlockStore, block_id: int, gen_stamp: int, bytes_per_checksum: int) -> None:
+    def __init__(
+        self, store: BlockStore, block_id: int, gen_stamp: int, bytes_per_checksum: int, base: Replica | None = None,
+        keep: int = 0,
+    ) -> None:
         self.store = store
         self.block_id = block_id
         self.gen_stamp = gen_stamp
@@ -63,6 +66,18 @@ class ReplicaWriter:
         write_all(self._meta_fd, memoryview(META_HEADER.pack(META_MAGIC, META_VERSION, bytes_per_checksum)))
         self.length = 0
         self._closed = False
+        if base is not None and keep:
+            # Append: start from a copy of the finalized replica's first ``keep`` bytes,
+            # so readers keep the old replica until the new one is finalized.
+            with open(base.data_path, "rb") as src:
+                copied = 0
+                while copied < keep:
+                    n = os.sendfile(self._data_fd, src.fileno(), copied, keep - copied)
+                    if n == 0:
+                        raise ChecksumError(f"block {block_id}: replica shorter than {keep} bytes")
+                    copied += n
+            write_all(self._meta_fd, memoryview(store.read_checksums(base, 0, keep // bytes_per_checksum)))
+            self.length = keep
 
     def write(self, offset: int, data: memoryview, checksums: bytes) -> None:
         """Store one packet; packets arrive in order and start on chunk boundaries."""
@@ -132,6 +147,15 @@ class BlockStore:
         if bytes_per_checksum <= 0 or bytes_per_checksum > 16 * 1024 * 1024:
             raise BadRequest(f"invalid bytes_per_checksum: {bytes_per_checksum}")
         return ReplicaWriter(self, block_id, gen_stamp, bytes_per_checksum)
+
+    def create_append(self, block_id: int, gen_stamp: int, bytes_per_checksum: int, keep: int) -> ReplicaWriter:
+        """A writer that continues an existing replica after its first ``keep`` bytes."""
+        base = self.get(block_id)
+        if base.bytes_per_checksum != bytes_per_checksum:
+            raise BadRequest(f"block {block_id}: append with {bytes_per_checksum}-byte chunks, replica uses {base.bytes_per_checksum}")
+        if keep < 0 or keep > base.length or keep % bytes_per_checksum:
+            raise BadRequest(f"block {block_id}: cannot append at {keep} (replica has {base.length} bytes)")
+        return ReplicaWriter(self, block_id, gen_stamp, bytes_per_checksum, base, keep)
 
     def get(self, block_id: int) -> Replica:
         check_block_id(block_id)

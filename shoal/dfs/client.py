@@ -140,7 +140,58 @@ class DFSClient:
                 self._writers.add(writer)
                 self._start_renewer()
             return writer
-        raise BadRequest(f"unsupported mode {mode!r}: use 'rb' or 'wb'")
+        if mode == "ab":
+            return self._open_append(path)
+        raise BadRequest(f"unsupported mode {mode!r}: use 'rb', 'wb' or 'ab'")
+
+    def _open_append(self, path: str) -> DFSWriter:
+        """Append under the single-writer lease; creates the file if it is missing (as
+        ``hdfs dfs -appendToFile``)."""
+        try:
+            status = self.stat(path)
+        except FileNotFound:
+            return self.open(path, "wb")  # type: ignore[return-value]
+        prefix = b""
+        in_block = status.length % status.block_size if status.kind == "file" else 0
+        partial = in_block % self.config.dfs.bytes_per_checksum
+        if partial:
+            with self.open(path, "rb") as f:
+                f.seek(status.length - partial)
+                prefix = f.read(partial)
+        resp = self.rpc.call(p.APPEND, p.AppendReq(dfs_path(path), self.client_name))
+        if resp.status.length != status.length:
+            self._abandon_append(resp.status.path)
+            raise BadRequest(f"append to {path}: file changed while opening it; try again")
+        try:
+            writer = DFSWriter(self, resp.status, append=resp, prefix=prefix)
+        except ShoalError:
+            self._abandon_append(resp.status.path)
+            raise
+        with self._lock:
+            self._writers.add(writer)
+            self._start_renewer()
+        return writer
+
+    def _abandon_append(self, path: str) -> None:
+        """Close a file reopened for append without new data (its last block keeps its bytes)."""
+        try:
+            self._complete(path, None)
+        except ShoalError:
+            pass
+
+    def append(self, local: str | Path | BinaryIO, path: str) -> FileStatus:
+        """Append a local file (or binary stream) to a DFS file, streaming."""
+        src = open(local, "rb") if isinstance(local, (str, Path)) else local
+        try:
+            with self.open(path, "ab") as out:
+                buf = bytearray(COPY_BUFFER_BYTES)
+                view = memoryview(buf)
+                while n := src.readinto(buf):
+                    out.write(view[:n])
+        finally:
+            if src is not local:
+                src.close()
+        return self.stat(path)
 
     def cat(self, path: str) -> bytes:
         with self.open(path, "rb") as f:

@@ -266,6 +266,9 @@ class WriteBlockOp(msgspec.Struct, frozen=True, tag="write"):
     downstream: list[DatanodeInfo]
     bytes_per_checksum: int
     client: str
+    # Append: keep the first ``append_at`` bytes (chunk-aligned) of the existing
+    # replica and continue from there; -1 for a new block.
+    append_at: int = -1
 
 
 class ReadBlockOp(msgspec.Struct, frozen=True, tag="read"):

@@ -126,7 +126,9 @@ class _Pipeline:
 class DFSWriter(io.RawIOBase):
     """A file being written: ``write`` bytes, ``close`` to make it visible."""
 
-    def __init__(self, client: DFSClient, status: FileStatus) -> None:
+    def __init__(
+        self, client: DFSClient, status: FileStatus, append: p.AppendResp | None = None, prefix: bytes = b""
+    ) -> None:
         super().__init__()
         dfs = client.config.dfs
         self.client = client
@@ -141,6 +143,10 @@ class DFSWriter(io.RawIOBase):
         self._prev_length: int | None = None
         self._written = 0
         self._broken: ShoalError | None = None
+        if append is not None:
+            self._written = append.status.length
+            if append.last_block is not None:
+                self._reopen_last_block(append.last_block, append.status.length, prefix)
 
     def writable(self) -> bool:
         return True
@@ -218,6 +224,38 @@ class DFSWriter(io.RawIOBase):
             pipe.finish()
             self._prev_length = pipe.bytes_sent
             self._pipeline = None
+
+    def _reopen_last_block(self, located: p.LocatedBlock, file_length: int, prefix: bytes) -> None:
+        """HDFS append to a partial last block: its holders continue the replica.
+
+        Replicas are rewritten from the last chunk boundary, so the partial chunk's
+        existing bytes (``prefix``) are sent again and its checksum covers a whole chunk.
+        """
+        block = located.block
+        in_block = file_length - block.offset
+        keep = in_block - in_block % self.bpc
+        if len(prefix) != in_block - keep:
+            raise PipelineError(f"append to {self.path}: expected {in_block - keep} bytes of the last chunk")
+        if not located.locations:
+            raise PipelineError(f"append to {self.path}: no live replica of its last block {block.block_id}")
+        first = located.locations[0]
+        conn = self.client._connect_data(first.address)
+        try:
+            conn.send_msg(
+                p.WriteBlockOp(
+                    block.block_id, block.gen_stamp, located.locations[1:], self.bpc, self.client.client_name, keep
+                )
+            )
+            ready = conn.recv_msg(p.PipelineReady)
+        except ShoalError:
+            conn.close()
+            raise
+        if not ready.ok:
+            conn.close()
+            raise PipelineError(f"append to {self.path}: {ready.error}")
+        self._pipeline = _Pipeline(conn, located, self.window, self.bpc, self.client.config.rpc.call_timeout_s)
+        self._pipeline.bytes_sent = keep
+        self._buf = bytearray(prefix)
 
     def _open_block(self) -> None:
         excluded: list[str] = []

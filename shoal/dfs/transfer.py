@@ -74,7 +74,9 @@ class BlockReceiver:
             try:
                 self.mirror = self.connect(target.address)
                 self.mirror.send_msg(
-                    WriteBlockOp(op.block_id, op.gen_stamp, op.downstream[1:], op.bytes_per_checksum, op.client)
+                    WriteBlockOp(
+                        op.block_id, op.gen_stamp, op.downstream[1:], op.bytes_per_checksum, op.client, op.append_at
+                    )
                 )
                 ready = self.mirror.recv_msg(PipelineReady)
             except ShoalError as exc:
@@ -83,7 +85,15 @@ class BlockReceiver:
                 self.up.send_msg(ready)
                 self._close_mirror()
                 return
-        writer = self.store.create(op.block_id, op.gen_stamp, op.bytes_per_checksum)
+        try:
+            if op.append_at >= 0:
+                writer = self.store.create_append(op.block_id, op.gen_stamp, op.bytes_per_checksum, op.append_at)
+            else:
+                writer = self.store.create(op.block_id, op.gen_stamp, op.bytes_per_checksum)
+        except ShoalError as exc:
+            self.up.send_msg(PipelineReady(False, f"{self.node_id}: {exc}", self.node_id))
+            self._close_mirror()
+            return
         self.up.send_msg(PipelineReady(True))
         responder = threading.Thread(target=self._respond, name=f"responder-{op.block_id}", daemon=True)
         responder.start()

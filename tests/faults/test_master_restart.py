@@ -9,12 +9,12 @@ exists except the one operation in flight at the kill.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -43,9 +43,7 @@ def kill_master(rc: RunningCluster) -> int:
 
 def restart_master(rc: RunningCluster, port: int, workers: int) -> DFSClient:
     """Start the master again on ``port``; wait for every worker; a fresh client."""
-    import time as _t; t0 = _t.monotonic()
     rc.local.start_master(port=port)
-    print("DEBUG started in", _t.monotonic() - t0)
     fs = rc.connect().fs
     rc.client.close()
     rc.client, rc.fs = fs, fs  # so teardown closes the new one
@@ -57,7 +55,6 @@ def restart_master(rc: RunningCluster, port: int, workers: int) -> DFSClient:
             return False
 
     wait_until(all_live, timeout_s=30)
-    print("DEBUG live in", _t.monotonic() - t0)
     return fs
 
 
@@ -136,7 +133,6 @@ def test_acknowledged_ops_survive_master_kill(make_cluster) -> None:
     stream.thread.join(60)
     assert not stream.thread.is_alive() and stream.error is not None
     stream.fs.close()
-    print("DEBUG acked", len(stream.acked), "in flight", stream.in_flight, repr(stream.error)[:150])
 
     fs = restart_master(rc, port, workers=3)
     dirs = {p for k, p in stream.acked if k == "mkdir"}
@@ -158,7 +154,7 @@ def test_acknowledged_ops_survive_master_kill(make_cluster) -> None:
 
     # The restarted master takes writes again and keeps them across another restart.
     fs.mkdirs(f"{ROOT}/after")
-    fs.put(__import__("io").BytesIO(b"after the restart"), f"{ROOT}/after/f")
+    fs.put(io.BytesIO(b"after the restart"), f"{ROOT}/after/f")
     port = kill_master(rc)
     fs = restart_master(rc, port, workers=3)
     wait_readable(fs, {f"{ROOT}/after/f": b""})
@@ -198,8 +194,8 @@ def test_checkpoint_then_kill_recovers_the_same_namespace(make_cluster) -> None:
 
 
 @pytest.mark.slow
-def test_clean_restart_checkpoints(make_cluster, tmp_path: Path) -> None:
-    """SIGTERM saves an image, so the next start replays (almost) nothing."""
+def test_clean_shutdown_checkpoints(make_cluster) -> None:
+    """SIGTERM saves an image of everything, so the next start replays no edits."""
     rc = make_cluster(workers=1, racks=1, overrides={"dfs.replication": "1"})
     for i in range(20):
         rc.fs.mkdirs(f"/t/{i}")
@@ -208,7 +204,9 @@ def test_clean_restart_checkpoints(make_cluster, tmp_path: Path) -> None:
     os.kill(address["pid"], signal.SIGTERM)
     psutil.Process(address["pid"]).wait(20)
     meta = rc.folder / "master" / "meta"
-    images = sorted(f.name for f in meta.iterdir() if f.name.startswith("fsimage_"))
-    assert images, "no image written on clean shutdown"
+    names = sorted(f.name for f in meta.iterdir())
+    assert any(n.startswith("fsimage_") for n in names), names
+    (current,) = [n for n in names if n.startswith("edits_") and "-" not in n]
+    assert (meta / current).stat().st_size == 0  # every edit is in the image
     fs = restart_master(rc, int(address["port"]), workers=1)
     assert namespace_of(fs, "/t") == before
