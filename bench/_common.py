@@ -143,10 +143,11 @@ class Series:
     def median_mb_s(self) -> float:
         return median([mb_per_s(self.nbytes, s.wall_s) for s in self.samples])
 
-    def busy_fraction(self) -> float:
-        """The largest share of the machine's CPU that others used during one run."""
+    def busy_fraction(self, min_wall_s: float = 0.5) -> float:
+        """The largest share of the machine's CPU that others used during one run (runs
+        shorter than ``min_wall_s`` are skipped: CPU times tick every 10 ms)."""
         cpus = os.cpu_count() or 1
-        return max(s.other_cpu_s / (s.wall_s * cpus) for s in self.samples if s.wall_s > 0)
+        return max((s.other_cpu_s / (s.wall_s * cpus) for s in self.samples if s.wall_s >= min_wall_s), default=0.0)
 
     def run_mb_s(self, i: int) -> float:
         return mb_per_s(self.nbytes, self.samples[i].wall_s)

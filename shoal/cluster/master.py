@@ -56,7 +56,8 @@ class MetadataStore:
                 if inspect.isawaitable(reply):
                     reply = await reply
             finally:
-                pass
+                if self.editlog.unsynced:
+                    await self.sync()
             return reply
 
         call.__name__ = getattr(handler, "__name__", "handler")

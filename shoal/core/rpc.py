@@ -40,6 +40,15 @@ class RpcServer:
     def register(self, method: wire.Method, handler: Handler) -> None:
         self._methods[method.name] = (method, handler, inspect.iscoroutinefunction(handler))
 
+    async def call_local(self, method: wire.Method, body: msgspec.Struct) -> msgspec.Struct:
+        """Run a registered handler in-process (e.g. from the daemon's HTTP API), with
+        the same wrapping (durability, validation) as a call over the wire."""
+        entry = self._methods.get(method.name)
+        if entry is None:
+            raise UnknownMethod(f"no such method: {method.name!r}")
+        _, handler, is_async = entry
+        return await handler(body) if is_async else handler(body)
+
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._serve, host, port, limit=2**20)
         sock = self._server.sockets[0]
