@@ -84,11 +84,18 @@ class Sample:
     # (someone's test run) and kernel threads (write-back, softirqs). A large value
     # means the timing was shared with something else.
     other_cpu_s: float = 0.0
+    # CPU seconds the hypervisor gave to someone else while this VM wanted to run.
+    steal_s: float = 0.0
 
 
-def _machine_busy_cpu() -> float:
+def _machine_cpu() -> tuple[float, float]:
+    """(busy seconds inside this machine, stolen seconds) summed over all CPUs."""
     t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    steal = getattr(t, "steal", 0.0)
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    # guest time is already counted in user time
+    busy = sum(t) - idle - steal - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return busy, steal
 
 
 def _watched_cpu(procs: Iterable[psutil.Process]) -> float:
@@ -107,11 +114,11 @@ def timed(fn: Callable[[], Any], watch: Sequence[psutil.Process] = ()) -> Sample
     r0s = resource.getrusage(resource.RUSAGE_SELF)
     r0c = resource.getrusage(resource.RUSAGE_CHILDREN)
     w0 = _watched_cpu(watch)
-    m0 = _machine_busy_cpu()
+    m0, st0 = _machine_cpu()
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
-    m1 = _machine_busy_cpu()
+    m1, st1 = _machine_cpu()
     w1 = _watched_cpu(watch)
     r1s = resource.getrusage(resource.RUSAGE_SELF)
     r1c = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -123,6 +130,7 @@ def timed(fn: Callable[[], Any], watch: Sequence[psutil.Process] = ()) -> Sample
         children_cpu_s=children_cpu,
         watched_cpu_s=w1 - w0,
         other_cpu_s=max(0.0, (m1 - m0) - self_cpu - children_cpu - (w1 - w0)),
+        steal_s=st1 - st0,
     )
 
 
@@ -144,10 +152,14 @@ class Series:
         return median([mb_per_s(self.nbytes, s.wall_s) for s in self.samples])
 
     def busy_fraction(self, min_wall_s: float = 0.5) -> float:
-        """The largest share of the machine's CPU that others used during one run (runs
+        """The largest share of the machine's CPU that others (processes, kernel threads,
+        the hypervisor's other guests) used during one run (runs
         shorter than ``min_wall_s`` are skipped: CPU times tick every 10 ms)."""
         cpus = os.cpu_count() or 1
-        return max((s.other_cpu_s / (s.wall_s * cpus) for s in self.samples if s.wall_s >= min_wall_s), default=0.0)
+        return max(
+            ((s.other_cpu_s + s.steal_s) / (s.wall_s * cpus) for s in self.samples if s.wall_s >= min_wall_s),
+            default=0.0,
+        )
 
     def run_mb_s(self, i: int) -> float:
         return mb_per_s(self.nbytes, self.samples[i].wall_s)
@@ -166,6 +178,7 @@ class Series:
             "spread": rounded(max(rates) / min(rates) - 1) if len(rates) > 1 else 0.0,
             "cpu_s_median": rounded(median(cpu)),
             "other_cpu_s_median": rounded(median([s.other_cpu_s for s in self.samples])),
+            "steal_s_median": rounded(median([s.steal_s for s in self.samples])),
         }
         if any(s.watched_cpu_s for s in self.samples):
             out["cpu_s_breakdown_median"] = {

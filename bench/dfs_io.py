@@ -48,6 +48,8 @@ from _common import (  # noqa: E402
 import shoal  # noqa: E402
 from shoal.cluster.local import LocalCluster  # noqa: E402
 from shoal.core.config import parse_settings  # noqa: E402
+from shoal.dfs.client import DFSClient  # noqa: E402
+from shoal.errors import ConfigError  # noqa: E402
 from shoal.core.units import format_size  # noqa: E402
 
 GOAL_PUT_R1_VS_CP = 0.5
@@ -97,10 +99,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error("--runs must be at least 1")
+    try:
+        args.overrides = parse_settings(args.set)
+    except ConfigError as exc:
+        ap.error(str(exc))
     return args
 
 
-def wait_for_replicas_gone(fs: shoal.dfs.client.DFSClient, timeout_s: float) -> bool:
+def wait_for_replicas_gone(fs: DFSClient, timeout_s: float) -> bool:
     """After a delete, poll until the workers report no stored bytes (they delete on
     their next heartbeat), so the next run does not overlap the unlinks."""
     deadline = time.monotonic() + timeout_s
@@ -111,7 +117,7 @@ def wait_for_replicas_gone(fs: shoal.dfs.client.DFSClient, timeout_s: float) -> 
     return False
 
 
-def check_replication(fs: shoal.dfs.client.DFSClient, path: str, expected: int) -> bool:
+def check_replication(fs: DFSClient, path: str, expected: int) -> bool:
     blocks = fs.blocks(path).blocks
     return bool(blocks) and all(len({loc.node_id for loc in b.locations}) == expected for b in blocks)
 
@@ -142,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         log(f"starting a cluster: {args.workers} workers on {args.racks} racks")
         t0 = time.perf_counter()
-        cluster.up(workers=args.workers, racks=args.racks, overrides=parse_settings(args.set) or None)
+        cluster.up(workers=args.workers, racks=args.racks, overrides=args.overrides or None)
         extra["cluster_up_s"] = rounded(time.perf_counter() - t0)
         daemons = [psutil.Process(e["pid"]) for e in cluster.processes]
         client = shoal.connect(cluster.folder)
@@ -266,9 +272,9 @@ def report(
     busy = {name: f for name, f in busy.items() if f > BUSY_FRACTION}
     if busy:
         warnings.append(
-            "the machine was shared: other processes and kernel threads used up to "
+            "the machine was shared: other processes, kernel threads and steal used up to "
             + ", ".join(f"{100 * f:.0f}% ({name})" for name, f in busy.items())
-            + " of all CPUs during a run (see other_cpu_s_median); rerun on an idle machine"
+            + " of all CPUs during a run (see other_cpu_s_median, steal_s_median); rerun on an idle machine"
         )
     if warnings:
         warnings.append(
@@ -298,7 +304,7 @@ def report(
             "bytes_per_checksum": cfg.bytes_per_checksum,
             "pipeline_window_packets": cfg.pipeline_window_packets,
             "sync_on_close": cfg.sync_on_close,
-            "overrides": dict(parse_settings(args.set)),
+            "overrides": args.overrides,
             "client": "in the benchmark process; daemons are separate local processes on loopback",
         },
         "machine": machine,
@@ -315,7 +321,8 @@ def report(
             "the same disk, so it moves 3x the bytes cp does.",
             "Ratios are of median MB/s; ratios_per_run pairs the tools within each run. cpu_s counts "
             "user+system seconds of the tool (cp/cat) or of the client plus every shoal daemon; other_cpu_s "
-            "is the rest of the machine's busy CPU time during the step (other processes, kernel write-back).",
+            "is the rest of the machine's busy CPU time during the step (other processes, kernel write-back), "
+            "steal_s the time the hypervisor ran someone else.",
             "Outputs and DFS files are deleted after each run; between runs the benchmark waits (untimed) "
             "for the workers to report their replicas gone, then 3 s more for the freed memory to settle.",
             "timings.memory_touch_mb_s_* is how fast the machine hands out fresh memory (MB/s of first "

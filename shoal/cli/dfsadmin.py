@@ -25,3 +25,16 @@ def decommission(node: str, as_json: bool, cluster: str | None) -> None:
         print_json(report)
     else:
         click.echo(f"{report.node_id}: {report.state} ({report.blocks} blocks to drain)")
+
+
+@dfs_group.command("checkpoint")
+@cluster_option
+@friendly_errors
+def checkpoint(cluster: str | None) -> None:
+    """Save the namespace image now; older edit-log segments are dropped."""
+    from shoal.core.wire import Empty
+    from shoal.dfs.editlog import CHECKPOINT
+
+    with connect(cluster) as c:
+        resp = c.fs.rpc.call(CHECKPOINT, Empty())
+    click.echo(f"checkpoint written at transaction {resp.txid}")

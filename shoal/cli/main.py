@@ -137,17 +137,21 @@ def config_cmd(as_json: bool, cluster: str | None, settings: tuple[str, ...]) ->
 @click.option("--dir", "folder", required=True, type=click.Path(path_type=Path), help="State and log folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
 @click.option("--port", default=0, show_default=True, type=int, help="RPC port (0: any free port).")
+@click.option("--http-port", default=0, show_default=True, type=int, help="WebHDFS port (0: any free port).")
 @click.option("--secret-file", required=True, type=click.Path(path_type=Path), help="Cluster secret.")
 @click.option("--config-dir", type=click.Path(path_type=Path), help="Folder with config.json.")
 @set_option
 @friendly_errors
-def master(folder: Path, host: str, port: int, secret_file: Path, config_dir: Path | None, settings: tuple[str, ...]) -> None:
+def master(
+    folder: Path, host: str, port: int, http_port: int, secret_file: Path, config_dir: Path | None,
+    settings: tuple[str, ...],
+) -> None:
     """Run a master (namenode + resource manager) in the foreground."""
     from shoal.cluster.master import serve_master
     from shoal.core.node import read_secret, run_loop
 
     config = load_config(config_dir, parse_settings(settings))
-    run_loop(serve_master(folder, host, port, read_secret(secret_file), config))
+    run_loop(serve_master(folder, host, port, read_secret(secret_file), config, http_port))
 
 
 @cli.command()

@@ -31,6 +31,7 @@ from shoal.core.wire import Empty
 from shoal.dfs import protocol as p
 from shoal.dfs.editlog import CHECKPOINT, CheckpointResp, EditLog, EditLogFailed
 from shoal.dfs.namenode import Clock, NameNode
+from shoal.dfs.webhdfs import start_namenode_http
 
 ADDRESS_FILE = "address.json"
 META_DIR = "meta"
@@ -89,7 +90,8 @@ class MetadataStore:
             await self.sync()
         dfs = self.config.dfs
         due = time.monotonic() - self._last_checkpoint >= dfs.checkpoint_interval_s
-        if self.editlog.txns_since_checkpoint and (due or self.editlog.txns_since_checkpoint >= dfs.checkpoint_txns):
+        pending = self.editlog.txns_since_checkpoint
+        if pending and (due or pending >= dfs.checkpoint_txns):
             await self.checkpoint()
 
     async def shutdown(self) -> None:
@@ -107,6 +109,7 @@ def recover(folder: Path, config: Config, log: logging.Logger) -> tuple[NameNode
     editlog, namespace, last_txid = EditLog.open(folder / META_DIR)
     namenode = NameNode(config, Clock(time.monotonic, time.time), journal=editlog.append)
     namenode.namespace = namespace
+    namenode.enter_startup_safe_mode()
     # Lease timing is soft state: every file left open gets a fresh lease, so its
     # writer may carry on and an abandoned one is recovered after the hard limit.
     open_files = namespace.under_construction()
@@ -120,7 +123,9 @@ def recover(folder: Path, config: Config, log: logging.Logger) -> tuple[NameNode
     return namenode, MetadataStore(editlog, namenode, config)
 
 
-async def serve_master(folder: Path, host: str, port: int, secret: bytes, config: Config) -> None:
+async def serve_master(
+    folder: Path, host: str, port: int, secret: bytes, config: Config, http_port: int = 0
+) -> None:
     """Run until SIGTERM/SIGINT; publish the bound address in ``folder/address.json``."""
     log = setup_logging(folder, "master")
     namenode, store = recover(folder, config, log)
@@ -152,7 +157,21 @@ async def serve_master(folder: Path, host: str, port: int, secret: bytes, config
         server.register(method, store.durable(handler))
     server.register(CHECKPOINT, store.checkpoint_rpc)
     bound_host, bound_port = await server.start(host, port)
-    write_json_atomic(folder / ADDRESS_FILE, {"host": bound_host, "port": bound_port, "pid": os.getpid()})
+    http_runner, http_port = await start_namenode_http(
+        server,
+        host,
+        http_port,
+        lambda: {
+            d.info.node_id: (d.info.host, d.info.http_port)
+            for d in namenode.nodes.values()
+            if d.state == "live" and d.info.http_port
+        },
+        rpc_address=(bound_host, bound_port),
+    )
+    write_json_atomic(
+        folder / ADDRESS_FILE,
+        {"host": bound_host, "port": bound_port, "http_port": http_port, "pid": os.getpid()},
+    )
     log.info("master listening on %s:%d", bound_host, bound_port)
 
     stop = asyncio.Event()
@@ -171,6 +190,7 @@ async def serve_master(folder: Path, host: str, port: int, secret: bytes, config
             except EditLogFailed:
                 break
     log.info("master stopping")
+    await http_runner.cleanup()
     await server.close()
     await store.shutdown()
     if store.failed:

@@ -9,9 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
+
 from shoal.core.config import Config
 from shoal.core.node import setup_logging, write_json_atomic
+from shoal.dfs.client import DFSClient
 from shoal.dfs.datanode import DataNode
+from shoal.dfs.webhdfs_data import DatanodeHttpThread
 from shoal.errors import ShoalError
 
 ADDRESS_FILE = "address.json"
@@ -57,6 +61,10 @@ def serve_worker(
         secret=secret,
         config=config,
     )
+    # WebHDFS data side: it acts as a DFS client on this node (first replicas local).
+    http = DatanodeHttpThread(lambda: DFSClient(master, secret, node_id=node_id), host, 0)
+    http_port = http.start()
+    datanode.info = msgspec.structs.replace(datanode.info, http_port=http_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -72,8 +80,12 @@ def serve_worker(
             stop.wait(0.2)
     write_json_atomic(
         folder / ADDRESS_FILE,
-        {"node_id": node_id, "host": host, "data_port": datanode.port, "rack": rack, "pid": os.getpid()},
+        {
+            "node_id": node_id, "host": host, "data_port": datanode.port, "http_port": http_port,
+            "rack": rack, "pid": os.getpid(),
+        },
     )
     stop.wait()
     log.info("worker %s stopping", node_id)
+    http.stop()
     datanode.stop()

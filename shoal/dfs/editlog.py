@@ -107,10 +107,13 @@ class EditLog:
         self.fsyncs = 0  # how many group commits reached the disk
         self._lock_fd = lock_fd
         self._segment_first = segment_first
-        self._fd = os.open(folder / _segment_name(segment_first), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = self._open_segment(segment_first)
         self._buffer = bytearray()
         self._flush_task: asyncio.Future[None] | None = None
         self._failed: BaseException | None = None
+
+    def _open_segment(self, first: int) -> int:
+        return os.open(self.folder / _segment_name(first), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     # --- recovery ----------------------------------------------------------------------------
     @classmethod
@@ -279,6 +282,8 @@ class EditLog:
     def flush(self) -> None:
         """Synchronous :meth:`sync`, for callers without an event loop (no flush may be running)."""
         assert self._flush_task is None or self._flush_task.done(), "flush() while sync() runs"
+        if self._failed is not None:
+            raise EditLogFailed(f"the edit log in {self.folder} failed: {self._failed}")
         if self.unsynced:
             data, upto = bytes(self._buffer), self.last_txid
             self._buffer.clear()
@@ -307,9 +312,10 @@ class EditLog:
         self.image_txid = txid
         if self._segment_first <= txid:  # the segment has records: finalize it, start the next
             os.close(self._fd)
-            os.replace(self.folder / _segment_name(self._segment_first), self.folder / _segment_name(self._segment_first, txid))
+            current = self.folder / _segment_name(self._segment_first)
+            os.replace(current, self.folder / _segment_name(self._segment_first, txid))
             self._segment_first = txid + 1
-            self._fd = os.open(self.folder / _segment_name(txid + 1), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = self._open_segment(txid + 1)
             _fsync_dir(self.folder)
         self._purge()
         log.info("checkpoint at txid %d (%d bytes)", txid, len(body))

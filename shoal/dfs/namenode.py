@@ -34,9 +34,10 @@ from shoal.dfs.namespace import (
     RecoverLeaseOp,
     RenameOp,
 )
+from shoal.dfs.namespace_ops import UNKNOWN_LENGTH
 from shoal.dfs.blockmanager import BlockManager
 from shoal.dfs.placement import BlockPlacementPolicy, NodeView, sort_by_distance
-from shoal.errors import BadRequest, LeaseHeld, NoLiveWorkers, ShoalError
+from shoal.errors import BadRequest, LeaseHeld, NoLiveWorkers, SafeMode, ShoalError
 
 log = logging.getLogger("dfs.namenode")
 
@@ -89,6 +90,38 @@ class NameNode:
         self.nodes: dict[str, DatanodeDescriptor] = {}
         self.blocks = BlockManager(lambda: self.namespace, self.placement, self.rng)
         self.journal = journal
+        self.safe_mode = False
+
+    # --- safe mode ---------------------------------------------------------------------
+    def enter_startup_safe_mode(self) -> None:
+        """After a restart the block map is empty: wait for block reports (HDFS safe mode)."""
+        self.safe_mode = self.namespace.block_count() > 0
+
+    def _reported_fraction(self) -> tuple[int, int]:
+        total = self.namespace.block_count()
+        live = {n for n, d in self.nodes.items() if d.state in READABLE}
+        reported = sum(1 for holders in self.blocks.replicas.values() if holders & live)
+        return reported, total
+
+    def _check_safe_mode(self) -> None:
+        if not self.safe_mode:
+            return
+        reported, total = self._reported_fraction()
+        if total == 0 or reported / total >= self.config.dfs.safemode_threshold:
+            self.safe_mode = False
+            log.info("leaving safe mode: %d of %d blocks have a live replica", reported, total)
+
+    def _writable(self, what: str) -> None:
+        """Refuse namespace changes in safe mode: reads only, no re-replication storm."""
+        if self.safe_mode:
+            reported, total = self._reported_fraction()
+            raise SafeMode(
+                f"cannot {what}: the master is in safe mode until workers report their blocks "
+                f"({reported} of {total} reported, {self.config.dfs.safemode_threshold:.1%} needed)"
+            )
+
+    def in_safe_mode(self) -> bool:
+        return self.safe_mode
 
     # --- helpers ---------------------------------------------------------------------------
     def _apply(self, op: NamespaceOp) -> OpResult:
@@ -145,9 +178,11 @@ class NameNode:
 
     # --- client requests ------------------------------------------------------------------
     def mkdirs(self, req: p.MkdirsReq) -> p.MkdirsResp:
+        self._writable("create directories")
         return p.MkdirsResp(self._apply(MkdirsOp(req.path, req.parents, self.clock.wall())).created)
 
     def create(self, req: p.CreateReq) -> FileStatus:
+        self._writable("create files")
         dfs = self.config.dfs
         op = CreateOp(
             req.path,
@@ -169,6 +204,7 @@ class NameNode:
         return result.status
 
     def append(self, req: p.AppendReq) -> p.AppendResp:
+        self._writable("append")
         op = AppendOp(req.path, req.client, self.clock.wall())
         try:
             result = self._apply(op)
@@ -184,6 +220,7 @@ class NameNode:
         return p.AppendResp(result.status, last)
 
     def add_block(self, req: p.AddBlockReq) -> p.LocatedBlock:
+        self._writable("add a block")
         status = self.namespace.stat(req.path)
         live = self._live()
         targets = self.placement.choose_targets(
@@ -233,11 +270,13 @@ class NameNode:
         return p.Listing(self.namespace.list(req.path))
 
     def rename(self, req: p.RenameReq) -> FileStatus:
+        self._writable("rename")
         result = self._apply(RenameOp(req.src, req.dst, self.clock.wall()))
         assert result.status is not None
         return result.status
 
     def delete(self, req: p.DeleteReq) -> Empty:
+        self._writable("delete")
         result = self._apply(DeleteOp(req.path, req.recursive, self.clock.wall()))
         self._forget_blocks(result.removed_blocks)
         return Empty()
@@ -257,9 +296,6 @@ class NameNode:
         from shoal.dfs.fsck import fsck
 
         return fsck(self, req.path)
-
-    def in_safe_mode(self) -> bool:
-        return False
 
     def decommission(self, req: p.NodeReq) -> p.NodeReport:
         """Drain a worker: its replicas are copied elsewhere before it is retired."""
@@ -332,18 +368,34 @@ class NameNode:
         return Empty()
 
     def _add_replica(self, node: DatanodeDescriptor, replica: p.ReplicaReport) -> None:
-        if self.namespace.file_of_block(replica.block_id) is None:
-            node.pending_deletes.append(replica.block_id)
+        bid = replica.block_id
+        info = self.namespace.block(bid)
+        if info is None:
+            node.pending_deletes.append(bid)  # its file is gone
             return
-        try:
-            self._apply(CommitBlockLengthOp(replica.block_id, replica.length))
-        except ShoalError as exc:
-            log.warning("ignoring replica of block %d on %s: %s", replica.block_id, node.info.node_id, exc)
+        if replica.gen_stamp != info.gen_stamp:
+            if info.length != UNKNOWN_LENGTH and replica.gen_stamp < info.gen_stamp:
+                # A replica that missed an append: stale. Keep it until a good copy
+                # exists elsewhere, then delete it (as a corrupt replica).
+                self.blocks.corrupt.setdefault(bid, set()).add(node.info.node_id)
+                self.blocks.needs_check.add(bid)
+            return  # an append is in progress: the old replica is neither good nor bad yet
+        if info.length == UNKNOWN_LENGTH:
+            try:
+                self._apply(CommitBlockLengthOp(bid, replica.length))
+            except ShoalError as exc:
+                log.warning("ignoring replica of block %d on %s: %s", bid, node.info.node_id, exc)
+                return
+        elif replica.length != info.length:
+            log.warning("replica of block %d on %s has %d bytes, expected %d", bid, node.info.node_id,
+                        replica.length, info.length)
+            self.blocks.corrupt.setdefault(bid, set()).add(node.info.node_id)
+            self.blocks.needs_check.add(bid)
             return
-        if replica.block_id in self.blocks.corrupt and node.info.node_id in self.blocks.corrupt[replica.block_id]:
+        if node.info.node_id in self.blocks.corrupt.get(bid, ()):
             return  # a replica known to be corrupt stays so until it is deleted
-        self.blocks.add(replica.block_id, node.info.node_id)
-        node.blocks.add(replica.block_id)
+        self.blocks.add(bid, node.info.node_id)
+        node.blocks.add(bid)
 
     def _reconcile(self, node: DatanodeDescriptor, report: list[p.ReplicaReport]) -> None:
         """A full block report replaces what the master believed this worker holds."""
@@ -369,8 +421,10 @@ class NameNode:
                     self.blocks.remove(bid, node.info.node_id)
                 node.blocks.clear()
                 node.pending_commands.clear()
-        self._schedule_replication(now)
-        self._check_decommissioning()
+        self._check_safe_mode()
+        if not self.safe_mode:
+            self._schedule_replication(now)
+            self._check_decommissioning()
         for client in self.leases.expired_clients(now, dfs.lease_hard_limit_s):
             for path in self.namespace.files_leased_by(client):
                 self.recover_lease(path)

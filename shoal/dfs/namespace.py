@@ -519,6 +519,13 @@ class Namespace:
                 space += file_length * inode.replication
         return ContentSummary(length, files, dirs, space)
 
+    def block_count(self) -> int:
+        """Blocks in the namespace (what safe mode waits for workers to report)."""
+        return len(self._block_owner)
+
+    def block_ids(self) -> list[int]:
+        return list(self._block_owner)
+
     def file_of_block(self, block_id: int) -> str | None:
         file = self._block_owner.get(block_id)
         return None if file is None else path_of(file)

@@ -21,6 +21,7 @@ class DatanodeInfo(msgspec.Struct, frozen=True):
     host: str
     data_port: int
     rack: str
+    http_port: int = 0  # WebHDFS (0: not served)
 
     @property
     def address(self) -> tuple[str, int]:

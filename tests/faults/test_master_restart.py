@@ -210,3 +210,21 @@ def test_clean_shutdown_checkpoints(make_cluster) -> None:
     assert (meta / current).stat().st_size == 0  # every edit is in the image
     fs = restart_master(rc, int(address["port"]), workers=1)
     assert namespace_of(fs, "/t") == before
+
+
+@pytest.mark.slow
+def test_periodic_checkpoint_by_transaction_count(make_cluster) -> None:
+    rc = make_cluster(workers=1, racks=1, overrides={"dfs.replication": "1", "dfs.checkpoint_txns": "10"})
+    meta = rc.folder / "master" / "meta"
+
+    def newest_image() -> int:
+        return max((int(f.name[len("fsimage_"):]) for f in meta.glob("fsimage_*")), default=0)
+
+    for i in range(25):
+        rc.fs.mkdirs(f"/p/{i}")
+    # Checked on the master's timer tick: the first image holds at least 10 transactions.
+    wait_until(lambda: newest_image() >= 10)
+    before = namespace_of(rc.fs, "/p")
+    port = kill_master(rc)
+    fs = restart_master(rc, port, workers=1)
+    assert namespace_of(fs, "/p") == before

@@ -6,16 +6,16 @@ Every test talks to real daemons over loopback through the public client API
 
 from __future__ import annotations
 
-import gc
-import hashlib
 import io
+import json
 import random
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import pytest
 
 from shoal.dfs import protocol as p
@@ -296,7 +296,7 @@ def test_replication_must_be_positive(cluster):
         cluster.fs.open("/rt/rep0", "wb", replication=0)
     assert not cluster.fs.exists("/rt/rep0")
     with pytest.raises(BadRequest):
-        cluster.fs.open("/rt/rep0", "ab")
+        cluster.fs.open("/rt/rep0", "r+b")
 
 
 # --- concurrency and leases ------------------------------------------------------------------------
@@ -317,6 +317,11 @@ def test_concurrent_writers_to_different_files(cluster):
     with ThreadPoolExecutor(threads) as pool:
         written = list(pool.map(write_one, range(threads)))
     assert sorted(fs.ls("/rt/concurrent")) == sorted(path for path, _ in written)
+    for path, data in written:
+        located = fs.blocks(path)
+        check_block_layout(located, len(data), BLOCK)
+        for lb in located.blocks:
+            assert len({loc.node_id for loc in lb.locations}) == 3, (path, lb)
 
     def read_one(item: tuple[str, bytes]) -> bool:
         path, data = item
@@ -500,90 +505,162 @@ def test_invalid_paths_refused_by_master(cluster, bad):
     assert "/a" not in cluster.fs.ls("/")
 
 
+def replica_bytes_by_node(fs) -> Counter:
+    """What every worker should store, per the master: block length per replica location."""
+    per: Counter = Counter()
+    for status in fs.walk_files("/"):
+        for lb in fs.blocks(status.path).blocks:
+            for loc in lb.locations:
+                per[loc.node_id] += lb.block.length
+    return per
+
+
+def used_by_node(fs) -> Counter:
+    return Counter({n.node_id: n.used_bytes for n in fs.report().nodes if n.used_bytes})
+
+
+def wait_for_usage(fs, expected: Counter) -> None:
+    """Wait until every worker reports exactly ``expected`` bytes (naming the gap if not)."""
+    last: list[Counter] = [Counter()]
+
+    def check() -> bool:
+        last[0] = used_by_node(fs)
+        return last[0] == expected
+
+    try:
+        wait_until(check)
+    except AssertionError:
+        raise AssertionError(f"workers report {dict(last[0])}, the block map says {dict(expected)}") from None
+
+
 def test_delete_reclaims_worker_space(cluster):
     fs = cluster.fs
     data = payload(3 * BLOCK + 1000, 31)
     with fs.open("/rt/reclaim", "wb") as f:
         f.write(data)
-    block_ids = [lb.block.block_id for lb in fs.blocks("/rt/reclaim").blocks]
+    located = fs.blocks("/rt/reclaim").blocks
+    block_ids = [lb.block.block_id for lb in located]
     assert all(len(replica_files(cluster.folder, b)) == 3 for b in block_ids)
 
-    def totals() -> tuple[int, int]:
-        nodes = fs.report().nodes
-        return sum(n.used_bytes for n in nodes), sum(n.blocks for n in nodes)
-
-    # used_bytes arrives with heartbeats: wait until the new replicas are counted.
-    wait_until(lambda: totals()[0] >= len(data) * 3)
-    used_with, blocks_with = totals()
-    assert blocks_with >= len(block_ids) * 3
+    # Workers report used bytes on heartbeats: wait until they match the block map exactly
+    # (this also waits out replica deletions left over from earlier tests).
+    expected = replica_bytes_by_node(fs)
+    wait_for_usage(fs, expected)
+    blocks_before = {n.node_id: n.blocks for n in fs.report().nodes}
 
     fs.delete("/rt/reclaim")
-    wait_until(lambda: totals()[0] <= used_with - len(data) * 3)
-    assert totals()[1] <= blocks_with - len(block_ids) * 3
+    freed: Counter = Counter()
+    for lb in located:
+        for loc in lb.locations:
+            freed[loc.node_id] += lb.block.length
+    assert sum(freed.values()) == len(data) * 3
+    after = expected - freed
+    assert replica_bytes_by_node(fs) == after
+    # The master forgets the replicas at once; the workers delete the files on a
+    # heartbeat command and then report exactly the remaining bytes.
+    blocks_after = {n.node_id: n.blocks for n in fs.report().nodes}
+    for node_id, count in blocks_before.items():
+        dropped = sum(1 for lb in located for loc in lb.locations if loc.node_id == node_id)
+        assert blocks_after[node_id] == count - dropped
+    wait_for_usage(fs, after)
     wait_until(lambda: not any(replica_files(cluster.folder, b) for b in block_ids))
 
 
 # --- memory -------------------------------------------------------------------------------------
-class PeakRss:
-    """Samples this process's RSS on a thread; ``growth`` is peak minus the start."""
+# Measured in a fresh interpreter: this process's heap already holds freed buffers from the
+# tests above, which would hide growth.
+MEMORY_PROBE = r"""
+import gc, hashlib, json, random, sys, threading
+import psutil
+import shoal
 
-    def __init__(self) -> None:
+MiB = 1024 * 1024
+TOTAL = 64 * MiB
+
+
+class PeakRss:
+    def __init__(self):
         self.proc = psutil.Process()
         gc.collect()
-        self.start = self.proc.memory_info().rss
-        self.peak = self.start
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.start = self.peak = self.proc.memory_info().rss
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
+    def run(self):
+        while not self.stop.wait(0.002):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
+    def __enter__(self):
+        self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
         self.peak = max(self.peak, self.proc.memory_info().rss)
 
-    @property
-    def growth(self) -> int:
-        return self.peak - self.start
 
-
-def chunks(total: int, size: int, seed: int) -> Iterator[bytes]:
+def chunks(seed):
     rng = random.Random(seed)
-    left = total
+    left = TOTAL
     while left:
-        n = min(size, left)
+        n = min(MiB + 123, left)
         yield rng.randbytes(n)
         left -= n
 
 
-def test_memory_bounded_for_a_64mib_file(cluster):
-    fs = cluster.fs
-    total, limit = 64 * MiB, 48 * MiB
+with shoal.connect(sys.argv[1]) as c:
+    fs = c.fs
+    hold = [] if sys.argv[2] == "leak" else None
     expected = hashlib.sha256()
-    with PeakRss() as write_rss:
-        with fs.open("/rt/big", "wb", block_size=8 * MiB) as f:
-            for chunk in chunks(total, MiB + 123, seed=64):
+    with PeakRss() as w:
+        with fs.open("/rt/big", "wb", block_size=8 * MiB, overwrite=True) as f:
+            for chunk in chunks(64):
                 expected.update(chunk)
                 f.write(chunk)
-    assert fs.stat("/rt/big").length == total
-    assert write_rss.growth < limit, f"write grew RSS by {write_rss.growth / MiB:.1f} MiB"
-
-    got = hashlib.sha256()
-    with PeakRss() as read_rss:
+                if hold is not None:
+                    hold.append(chunk)
+    got, n_total = hashlib.sha256(), 0
+    with PeakRss() as r:
         with fs.open("/rt/big", "rb") as f:
             buf = bytearray(MiB)
             view = memoryview(buf)
-            n_total = 0
             while n := f.readinto(buf):
                 got.update(view[:n])
                 n_total += n
-    assert n_total == total
-    assert got.hexdigest() == expected.hexdigest()
-    assert read_rss.growth < limit, f"read grew RSS by {read_rss.growth / MiB:.1f} MiB"
-    fs.delete("/rt/big")
+    print(json.dumps({
+        "length": fs.stat("/rt/big").length,
+        "read": n_total,
+        "same": got.hexdigest() == expected.hexdigest(),
+        "write_growth": w.peak - w.start,
+        "read_growth": r.peak - r.start,
+    }))
+"""
+
+
+def run_memory_probe(cluster, mode: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(cluster.folder), mode],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_memory_bounded_for_a_64mib_file(cluster):
+    """Streaming 64 MiB in and out keeps the client's RSS growth under 48 MiB."""
+    result = run_memory_probe(cluster, "stream")
+    assert result["length"] == result["read"] == 64 * MiB
+    assert result["same"]
+    assert result["write_growth"] < 48 * MiB, f"write grew RSS by {result['write_growth'] / MiB:.1f} MiB"
+    assert result["read_growth"] < 48 * MiB, f"read grew RSS by {result['read_growth'] / MiB:.1f} MiB"
+    print(f"RSS growth: write {result['write_growth'] / MiB:.1f} MiB, read {result['read_growth'] / MiB:.1f} MiB")
+    cluster.fs.delete("/rt/big")
+
+
+def test_memory_probe_detects_growth(cluster):
+    """The probe itself: holding every chunk (a leak of 64 MiB) is caught."""
+    result = run_memory_probe(cluster, "leak")
+    assert result["same"]
+    assert result["write_growth"] >= 48 * MiB
+    cluster.fs.delete("/rt/big")

@@ -173,6 +173,25 @@ def test_corrupt_newest_image_falls_back_to_the_previous(tmp_path: Path) -> None
     assert last == 150 and ns.to_image() == w.ns.to_image()
 
 
+def test_crash_between_image_and_roll(tmp_path: Path) -> None:
+    """The image is saved but the segment was not rolled: its records overlap the image."""
+    w = open_writer(tmp_path)
+    w.apply(40)
+    w.log.flush()
+    w.log.checkpoint(w.ns)
+    w.log.close()
+    (tmp_path / f"edits_{41:019d}").unlink()
+    (tmp_path / f"edits_{1:019d}-{40:019d}").rename(tmp_path / f"edits_{1:019d}")
+    log, ns, last = EditLog.open(tmp_path)
+    assert last == 40 and ns.to_image() == w.ns.to_image()
+    w2 = Writer(log, ns, seed=3)
+    w2.apply(10)
+    log.flush()
+    log.close()
+    ns2, last2 = reopen(tmp_path)
+    assert last2 == 50 and ns2.to_image() == w2.ns.to_image()
+
+
 def test_checkpoint_needs_a_synced_log(tmp_path: Path) -> None:
     w = open_writer(tmp_path)
     w.apply(3)
