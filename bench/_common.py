@@ -54,6 +54,13 @@ def size_arg(text: str) -> int:
     return size
 
 
+def size_or_zero_arg(text: str) -> int:
+    """argparse ``type=`` like :func:`size_arg`, but ``0`` is allowed (it means "off")."""
+    if text.strip() == "0":
+        return 0
+    return size_arg(text)
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -54,11 +54,11 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except ShoalError as exc:
             fail(f"{exc} [{exc.code}]")
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            fail(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
         except BrokenPipeError:
             sys.stderr.close()
             sys.exit(0)
+        except OSError as exc:  # local files: missing, not a directory, no permission, disk full
+            fail(f"{exc.strerror or exc}: {exc.filename}" if getattr(exc, "filename", None) else str(exc))
 
     return wrapper  # type: ignore[return-value]
 

@@ -115,6 +115,7 @@ def nodes(as_json: bool, cluster: str | None) -> None:
 def config_cmd(as_json: bool, cluster: str | None, settings: tuple[str, ...]) -> None:
     """List every configuration key with its value (a running cluster's, if any)."""
     folder = Path(cluster_target(cluster))
+    overrides = parse_settings(settings)
     cfg = None
     if not folder.as_posix().startswith("shoal://") and (folder / "master" / "address.json").exists():
         try:
@@ -123,7 +124,9 @@ def config_cmd(as_json: bool, cluster: str | None, settings: tuple[str, ...]) ->
         except Exception:
             cfg = None
     if cfg is None:
-        cfg = load_config(folder if folder.is_dir() else None, parse_settings(settings))
+        cfg = load_config(folder if folder.is_dir() else None, overrides)
+    else:
+        cfg = cfg.with_overrides(overrides)
     changed = cfg.overrides()
     if as_json:
         print_json(dict(cfg.items()))

@@ -95,6 +95,9 @@ class RpcServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            # A client may half-close after its last request: answer what is in flight.
+            if tasks:
+                await asyncio.wait(tasks, timeout=self.config.call_timeout_s)
             self._connections.discard(writer)
             writer.close()
 

@@ -106,8 +106,9 @@ class FramedSocket:
         payload = self.recv_frame()
         try:
             return msgspec.msgpack.decode(payload, type=typ)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"malformed {typ.__name__} from {self.peer}: {exc}") from None
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            name = getattr(typ, "__name__", None) or str(typ)
+            raise ProtocolError(f"malformed {name} from {self.peer}: {exc}") from None
 
     # --- raw bytes -----------------------------------------------------------------------
     def sendall(self, data: bytes | memoryview) -> None:
@@ -151,6 +152,12 @@ class FramedSocket:
         self.sock.settimeout(timeout_s)
 
     def close(self) -> None:
+        # shutdown() first: it wakes a thread blocked in recv() on this socket, which
+        # would otherwise keep reading the fd number after it is reused elsewhere.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -98,13 +98,13 @@ class Method(Generic[ReqT, RespT]):
     def decode_request(self, raw: bytes) -> ReqT:
         try:
             return self._req_dec.decode(raw)  # type: ignore[attr-defined]
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"malformed {self.name} request: {exc}") from None
 
     def decode_response(self, raw: bytes) -> RespT:
         try:
             return self._resp_dec.decode(raw)  # type: ignore[attr-defined]
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"malformed {self.name} reply: {exc}") from None
 
 
@@ -138,12 +138,12 @@ def encode_response(req_id: int, body: msgspec.Struct | None, error: BaseExcepti
 def decode_request(payload: bytes) -> Request:
     try:
         return _request_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed request frame: {exc}") from None
 
 
 def decode_response(payload: bytes) -> Response:
     try:
         return _response_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed reply frame: {exc}") from None

@@ -88,6 +88,10 @@ class BlockManager:
         if path is None:
             return None
         status = ns.stat(path)
+        if status.under_construction:
+            # Its pipeline is still delivering replicas: repair once the file is closed
+            # (otherwise every block would look under-replicated mid-write).
+            return None
         holders = self.replicas.get(block_id, set())
         live = tuple(sorted(n for n in holders if states.get(n) == "live"))
         draining = tuple(sorted(n for n in holders if states.get(n) in ("decommissioning", "decommissioned")))

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -181,16 +181,7 @@ class DFSClient:
 
     def append(self, local: str | Path | BinaryIO, path: str) -> FileStatus:
         """Append a local file (or binary stream) to a DFS file, streaming."""
-        src = open(local, "rb") if isinstance(local, (str, Path)) else local
-        try:
-            with self.open(path, "ab") as out:
-                buf = bytearray(COPY_BUFFER_BYTES)
-                view = memoryview(buf)
-                while n := src.readinto(buf):
-                    out.write(view[:n])
-        finally:
-            if src is not local:
-                src.close()
+        _copy_into(local, lambda: self.open(path, "ab"))
         return self.stat(path)
 
     def cat(self, path: str) -> bytes:
@@ -207,16 +198,7 @@ class DFSClient:
         overwrite: bool = False,
     ) -> FileStatus:
         """Copy a local file (or binary stream) into the DFS, streaming."""
-        src = open(local, "rb") if isinstance(local, (str, Path)) else local
-        try:
-            with self.open(path, "wb", replication=replication, block_size=block_size, overwrite=overwrite) as out:
-                buf = bytearray(COPY_BUFFER_BYTES)
-                view = memoryview(buf)
-                while n := src.readinto(buf):
-                    out.write(view[:n])
-        finally:
-            if src is not local:
-                src.close()
+        _copy_into(local, lambda: self.open(path, "wb", replication=replication, block_size=block_size, overwrite=overwrite))
         return self.stat(path)
 
     def get(self, path: str, local: str | Path) -> int:
@@ -298,6 +280,21 @@ class DFSClient:
                 self.rpc.call(p.RENEW_LEASE, p.RenewLeaseReq(self.client_name))
             except ShoalError:
                 pass
+
+
+def _copy_into(local: str | Path | BinaryIO, open_dfs: Callable[[], DFSWriter | DFSReader]) -> None:
+    """Stream a local file (or binary stream) into a DFS writer opened only once the
+    local side is readable, so a bad local path leaves nothing behind in the DFS."""
+    src = open(local, "rb") if isinstance(local, (str, Path)) else local
+    try:
+        with open_dfs() as out:
+            buf = bytearray(COPY_BUFFER_BYTES)
+            view = memoryview(buf)
+            while n := src.readinto(buf):
+                out.write(view[:n])
+    finally:
+        if src is not local:
+            src.close()
 
 
 def status_dict(s: FileStatus) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from shoal.dfs import protocol as p
 from shoal.dfs.blockstore import BlockStore
 from shoal.dfs.scanner import BlockScanner
 from shoal.dfs.transfer import BlockReceiver, send_replica, serve_read
-from shoal.errors import AuthenticationError, ChecksumError, ShoalError
+from shoal.core import wire
+from shoal.errors import AuthenticationError, ChecksumError, ProtocolError, ShoalError
 
 log = logging.getLogger("dfs.datanode")
 
@@ -212,6 +213,14 @@ class DataNode:
         except AuthenticationError as exc:
             self.rejected_connections += 1
             log.warning("rejected data connection from %s: %s", peer, exc)
+        except ProtocolError as exc:
+            # A malformed or oversized frame: say why, then hang up (architecture, section 4).
+            log.warning("closing data connection from %s: %s", peer, exc)
+            if conn is not None:
+                try:
+                    conn.sendall(wire.encode_response(0, None, exc))
+                except ShoalError:
+                    pass
         except (ShoalError, OSError, msgspec.MsgspecError) as exc:
             log.debug("data connection from %s ended: %s", peer, exc)
         except Exception:

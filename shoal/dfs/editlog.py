@@ -91,7 +91,7 @@ def _decode_at(data: bytes, pos: int) -> tuple[int, NamespaceOp, int] | None:
         return None
     try:
         txid, op = _decoder.decode(data[start:end])
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
     return txid, op, end
 

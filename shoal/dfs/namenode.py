@@ -164,6 +164,7 @@ class NameNode:
     def recover_lease(self, path: str) -> None:
         result = self._apply(RecoverLeaseOp(path, self.clock.wall()))
         self._forget_blocks(result.removed_blocks)
+        self.blocks.needs_check.update(b.block_id for b in self.namespace.blocks(path))
         log.info("recovered lease on %s (dropped %d unfinished blocks)", path, len(result.removed_blocks))
 
     def _locate(self, block_id: int, reader_node: str | None) -> list[p.DatanodeInfo]:
@@ -248,6 +249,8 @@ class NameNode:
 
     def complete(self, req: p.CompleteReq) -> FileStatus:
         result = self._apply(CompleteOp(req.path, req.client, req.last_length, self.clock.wall()))
+        # Now closed, its blocks are checked (a pipeline may have lost a worker).
+        self.blocks.needs_check.update(b.block_id for b in self.namespace.blocks(req.path))
         if not self.namespace.files_leased_by(req.client):
             self.leases.forget(req.client)
         assert result.status is not None

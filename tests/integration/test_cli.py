@@ -250,11 +250,6 @@ def test_config_without_a_cluster_applies_and_marks_set(tmp_path):
     fails(shoal(tmp_path, "config", "--set", "novalue"), "ConfigError")
 
 
-@pytest.mark.xfail(
-    reason="BUG: `shoal config --set KEY=V` on a running cluster never parses --set: an unknown "
-    "key (nope.x) or bad value exits 0 and prints the cluster's config (shoal/cli/main.py config_cmd)",
-    strict=True,
-)
 def test_config_rejects_bad_set_on_a_running_cluster(cluster):
     fails(shoal(cluster.folder, "config", "--set", "nope.x=1"), "ConfigError")
 
@@ -317,12 +312,6 @@ def test_local_file_errors(cluster, error_tree, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(
-    reason="BUG: local OSErrors other than FileNotFound/IsADirectory/PermissionError escape "
-    "friendly_errors (shoal/cli/common.py): `shoal fs get /f LOCALFILE/x` and "
-    "`shoal fs put LOCALFILE/x /p` print a NotADirectoryError traceback",
-    strict=True,
-)
 def test_local_not_a_directory_is_one_line(cluster, error_tree, tmp_path):
     plain = tmp_path / "plain"
     plain.write_bytes(b"x")
