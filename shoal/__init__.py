@@ -10,6 +10,7 @@ import os
 
 from shoal.cluster.local import resolve
 from shoal.dfs.client import DFSClient
+from shoal.errors import ConnectionLost
 
 __version__ = "0.1.0"
 
@@ -21,7 +22,11 @@ class Cluster:
         if isinstance(secret, str):
             secret = secret.encode()
         self.address = resolve(target, secret)
-        self.fs = DFSClient(self.address.master, self.address.secret)
+        try:
+            self.fs = DFSClient(self.address.master, self.address.secret)
+        except ConnectionLost as exc:
+            where = self.address.folder or f"{self.address.master[0]}:{self.address.master[1]}"
+            raise ConnectionLost(f"{exc}; is the cluster at {where} running? (shoal up / shoal nodes)") from None
 
     def close(self) -> None:
         self.fs.close()
