@@ -324,3 +324,13 @@ def _cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
+
+
+def stop_quietly(client: Any, cluster: Any) -> None:
+    """Close a benchmark's client (if any) and stop its cluster, whatever happened."""
+    if client is not None:
+        try:
+            client.close()
+        except Exception as exc:  # the cluster is going away anyway
+            log(f"closing the client failed: {exc}")
+    cluster.down()

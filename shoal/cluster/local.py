@@ -33,6 +33,7 @@ from shoal.errors import ClusterAlreadyRunning, ClusterNotFound, ClusterStartFai
 CLUSTER_FILE = "cluster.json"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05  # how often start-up waits re-check their condition
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,31 @@ def _spawn(cmd: list[str], folder: Path) -> subprocess.Popen:
         out.close()
 
 
+def _first_exit(procs: list[subprocess.Popen], interval_s: float) -> subprocess.Popen | None:
+    """Block up to ``interval_s`` on the daemons' exit; return one that has exited.
+
+    This is the poll interval of the start-up waits below: it wakes at once if the
+    first daemon (the master) dies, and otherwise lets the caller re-check its condition.
+    """
+    if procs and procs[0].poll() is None:
+        try:
+            procs[0].wait(interval_s)
+        except subprocess.TimeoutExpired:
+            pass
+    return next((proc for proc in procs if proc.poll() is not None), None)
+
+
 def _wait_for_address(path: Path, proc: subprocess.Popen, what: str, deadline: float) -> dict[str, Any]:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ClusterStartFailed(f"{what} exited with status {proc.returncode}; see {path.parent / 'daemon.out'}")
+    """Wait for a daemon to publish its bound address (or to die trying)."""
+    while True:
         if path.exists():
             data = json.loads(path.read_text())
             if data.get("pid") == proc.pid:
                 return data
-        time.sleep(0.02)
-    raise ClusterStartFailed(f"{what} did not start within {START_TIMEOUT_S:g}s; see {path.parent}")
+        if time.monotonic() >= deadline:
+            raise ClusterStartFailed(f"{what} did not start within {START_TIMEOUT_S:g}s; see {path.parent}")
+        if _first_exit([proc], POLL_S) is not None:
+            raise ClusterStartFailed(f"{what} exited with status {proc.returncode}; see {path.parent / 'daemon.out'}")
 
 
 def _alive(entry: dict[str, Any]) -> bool:
@@ -181,14 +197,8 @@ class LocalCluster:
         addr = resolve(self.folder)
         with RpcClient(addr.master, addr.secret) as rpc:
             live = 0
+            daemons = [self._popen[e["pid"]] for e in self.processes if e["pid"] in self._popen]
             while time.monotonic() < deadline:
-                for entry in self.processes:
-                    proc = self._popen.get(entry["pid"])
-                    if proc is not None and proc.poll() is not None:
-                        raise ClusterStartFailed(
-                            f"{entry['role']} {entry['id']} exited with status {proc.returncode}; "
-                            f"see {self.folder} logs"
-                        )
                 try:
                     report = rpc.call(p.CLUSTER_REPORT, Empty(), timeout_s=5)
                     live = sum(1 for n in report.nodes if n.state == "live")
@@ -196,7 +206,12 @@ class LocalCluster:
                         return
                 except ShoalError:
                     pass
-                time.sleep(0.05)
+                dead = _first_exit(daemons, POLL_S)
+                if dead is not None:
+                    entry = next(e for e in self.processes if e["pid"] == dead.pid)
+                    raise ClusterStartFailed(
+                        f"{entry['role']} {entry['id']} exited with status {dead.returncode}; see {self.folder} logs"
+                    )
         raise ClusterStartFailed(f"only {live} of {count} workers registered within {START_TIMEOUT_S:g}s")
 
     def _record(self, role: str, node_id: str, proc: subprocess.Popen) -> None:
@@ -231,22 +246,25 @@ def stop_cluster(folder: Path, extra: list[dict[str, Any]] = (), popen: dict[int
             os.kill(e["pid"], signal.SIGTERM)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    procs = []
     for e in ordered:
-        proc = (popen or {}).get(e["pid"])
-        while _alive(e) and time.monotonic() < deadline:
-            if proc is not None:
-                try:
-                    proc.wait(0.05)
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                time.sleep(0.05)
-        if _alive(e):
-            os.kill(e["pid"], signal.SIGKILL)
-        if proc is not None:
+        try:
+            procs.append(psutil.Process(e["pid"]))
+        except psutil.NoSuchProcess:
+            pass
+    # Wait for the exits themselves; whatever ignores SIGTERM past the grace period is killed.
+    _, stubborn = psutil.wait_procs(procs, timeout=STOP_TIMEOUT_S)
+    for proc in stubborn:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(stubborn, timeout=STOP_TIMEOUT_S)
+    for pid in entries:
+        child = (popen or {}).get(pid)
+        if child is not None:
             try:
-                proc.wait(STOP_TIMEOUT_S)
+                child.wait(STOP_TIMEOUT_S)  # reap our own children
             except subprocess.TimeoutExpired:
                 pass
     path = folder / CLUSTER_FILE

@@ -14,6 +14,7 @@ import io
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shoal.core.sockio import FramedSocket
@@ -43,7 +44,7 @@ READ_BUFFER_BYTES = 1024 * 1024
 SEEK_READAHEAD_BYTES = 4 * 1024 * 1024
 
 
-class _Pipeline:
+class WritePipeline:
     """One block's open write pipeline and the thread reading its acks."""
 
     def __init__(self, conn: FramedSocket, located: p.LocatedBlock, window: int, bpc: int, timeout_s: float) -> None:
@@ -123,6 +124,42 @@ class _Pipeline:
     _last_seqno = -1
 
 
+def open_pipeline(
+    connect: Callable[[tuple[str, int]], FramedSocket],
+    located: p.LocatedBlock,
+    *,
+    bytes_per_checksum: int,
+    client_name: str,
+    window: int,
+    timeout_s: float,
+    append_at: int = -1,
+) -> tuple[WritePipeline | None, p.PipelineReady]:
+    """Connect to the block's first target and set up the whole pipeline.
+
+    Returns the open pipeline, or ``None`` with the reason (naming the bad worker when
+    known) so a caller can retry without it.
+    """
+    block, first = located.block, located.locations[0]
+    try:
+        conn = connect(first.address)
+    except ShoalError as exc:
+        return None, p.PipelineReady(False, str(exc), first.node_id)
+    try:
+        conn.send_msg(
+            p.WriteBlockOp(
+                block.block_id, block.gen_stamp, located.locations[1:], bytes_per_checksum, client_name, append_at
+            )
+        )
+        ready = conn.recv_msg(p.PipelineReady)
+    except ShoalError as exc:
+        conn.close()
+        return None, p.PipelineReady(False, str(exc), first.node_id)
+    if not ready.ok:
+        conn.close()
+        return None, ready
+    return WritePipeline(conn, located, window, bytes_per_checksum, timeout_s), ready
+
+
 class DFSWriter(io.RawIOBase):
     """A file being written: ``write`` bytes, ``close`` to make it visible."""
 
@@ -139,7 +176,7 @@ class DFSWriter(io.RawIOBase):
         self.packet_bytes = dfs.packet_bytes
         self.window = dfs.pipeline_window_packets
         self._buf = bytearray()
-        self._pipeline: _Pipeline | None = None
+        self._pipeline: WritePipeline | None = None
         self._prev_length: int | None = None
         self._written = 0
         self._broken: ShoalError | None = None
@@ -225,6 +262,12 @@ class DFSWriter(io.RawIOBase):
             self._prev_length = pipe.bytes_sent
             self._pipeline = None
 
+    def _setup(self, located: p.LocatedBlock, append_at: int = -1) -> tuple[WritePipeline | None, p.PipelineReady]:
+        return open_pipeline(
+            self.client._connect_data, located, bytes_per_checksum=self.bpc, client_name=self.client.client_name,
+            window=self.window, timeout_s=self.client.config.rpc.call_timeout_s, append_at=append_at,
+        )
+
     def _reopen_last_block(self, located: p.LocatedBlock, file_length: int, prefix: bytes) -> None:
         """HDFS append to a partial last block: its holders continue the replica.
 
@@ -238,22 +281,9 @@ class DFSWriter(io.RawIOBase):
             raise PipelineError(f"append to {self.path}: expected {in_block - keep} bytes of the last chunk")
         if not located.locations:
             raise PipelineError(f"append to {self.path}: no live replica of its last block {block.block_id}")
-        first = located.locations[0]
-        conn = self.client._connect_data(first.address)
-        try:
-            conn.send_msg(
-                p.WriteBlockOp(
-                    block.block_id, block.gen_stamp, located.locations[1:], self.bpc, self.client.client_name, keep
-                )
-            )
-            ready = conn.recv_msg(p.PipelineReady)
-        except ShoalError:
-            conn.close()
-            raise
-        if not ready.ok:
-            conn.close()
+        self._pipeline, ready = self._setup(located, keep)
+        if self._pipeline is None:
             raise PipelineError(f"append to {self.path}: {ready.error}")
-        self._pipeline = _Pipeline(conn, located, self.window, self.bpc, self.client.config.rpc.call_timeout_s)
         self._pipeline.bytes_sent = keep
         self._buf = bytearray(prefix)
 
@@ -262,27 +292,9 @@ class DFSWriter(io.RawIOBase):
         last_error = ""
         for _ in range(PIPELINE_SETUP_ATTEMPTS):
             located = self.client._add_block(self.path, self._prev_length, excluded)
-            first = located.locations[0]
-            try:
-                conn = self.client._connect_data(first.address)
-                conn.send_msg(
-                    p.WriteBlockOp(
-                        located.block.block_id,
-                        located.block.gen_stamp,
-                        located.locations[1:],
-                        self.bpc,
-                        self.client.client_name,
-                    )
-                )
-                ready = conn.recv_msg(p.PipelineReady)
-            except ShoalError as exc:
-                ready = p.PipelineReady(False, str(exc), first.node_id)
-                conn = None
-            if ready.ok and conn is not None:
-                self._pipeline = _Pipeline(conn, located, self.window, self.bpc, self.client.config.rpc.call_timeout_s)
+            self._pipeline, ready = self._setup(located)
+            if self._pipeline is not None:
                 return
-            if conn is not None:
-                conn.close()
             last_error = ready.error
             self.client._abandon_block(self.path, located.block.block_id)
             if ready.bad_node:

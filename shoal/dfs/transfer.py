@@ -199,24 +199,21 @@ def send_replica(store: BlockStore, command: ReplicateBlock, connect: Connect, c
     Every chunk is verified against the stored checksums before it leaves, so a
     corrupt replica is never copied (it raises :class:`ChecksumError` instead).
     """
-    from shoal.dfs.streams import _Pipeline
+    from shoal.dfs.streams import open_pipeline
 
     replica = store.get(command.block_id)
     if replica.length != command.length:
         raise ShoalError(f"block {command.block_id}: local replica has {replica.length} bytes, master expects {command.length}")
-    first = command.targets[0]
-    conn = connect(first.address)
+    bpc = replica.bytes_per_checksum
+    packet = max(bpc, config.dfs.packet_bytes - config.dfs.packet_bytes % bpc)
+    located = LocatedBlock(BlockInfo(command.block_id, replica.gen_stamp, replica.length, 0), list(command.targets))
+    pipe, ready = open_pipeline(
+        connect, located, bytes_per_checksum=bpc, client_name="replication",
+        window=config.dfs.pipeline_window_packets, timeout_s=config.rpc.call_timeout_s,
+    )
+    if pipe is None:
+        raise ShoalError(f"pipeline to {command.targets[0].node_id} refused: {ready.error}")
     try:
-        conn.send_msg(
-            WriteBlockOp(command.block_id, replica.gen_stamp, command.targets[1:], replica.bytes_per_checksum, "replication")
-        )
-        ready = conn.recv_msg(PipelineReady)
-        if not ready.ok:
-            raise ShoalError(f"pipeline to {first.node_id} refused: {ready.error}")
-        bpc = replica.bytes_per_checksum
-        packet = max(bpc, config.dfs.packet_bytes - config.dfs.packet_bytes % bpc)
-        located = LocatedBlock(BlockInfo(command.block_id, replica.gen_stamp, replica.length, 0), list(command.targets))
-        pipe = _Pipeline(conn, located, config.dfs.pipeline_window_packets, bpc, config.rpc.call_timeout_s)
         buf = bytearray(packet)
         view = memoryview(buf)
         with open(replica.data_path, "rb") as f:
@@ -233,4 +230,4 @@ def send_replica(store: BlockStore, command: ReplicateBlock, connect: Connect, c
                     break
         pipe.finish()
     finally:
-        conn.close()
+        pipe.abort()

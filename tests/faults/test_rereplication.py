@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import psutil
 import pytest
@@ -106,6 +108,12 @@ def test_all_replicas_corrupt_is_reported_never_served(make_cluster) -> None:
         rc.fs.cat("/doomed.bin")
     wait_until(lambda: rc.fs.fsck("/doomed.bin").totals["corrupt"] == 1, timeout_s=20)
     assert rc.fs.fsck("/doomed.bin").healthy is False
+    cli = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.main", "fs", "fsck", "/", "--cluster", str(rc.folder)],
+        capture_output=True, text=True,
+    )
+    assert cli.returncode == 1
+    assert "corrupt" in cli.stdout and "CORRUPT" in cli.stdout
 
 
 @pytest.mark.slow
@@ -114,8 +122,16 @@ def test_returning_node_excess_trimmed(make_cluster) -> None:
     data = write(rc, "/back.bin", 10 * 256 * 1024)
     victim = "w3"
     rack = next(n.rack for n in rc.fs.report().nodes if n.node_id == victim)
+    doomed = write(rc, "/gone-while-dead.bin", 2 * 256 * 1024)
+    doomed_blocks = [b.block.block_id for b in rc.fs.blocks("/gone-while-dead.bin").blocks]
+    victim_dir = rc.folder / "workers" / victim / "data" / "current" / "finalized"
+    on_victim = [b for b in doomed_blocks if list(victim_dir.rglob(f"blk_{b}"))]
     kill(rc, victim)
     wait_until(lambda: fully_healthy(rc, "/back.bin", 3, {victim}), timeout_s=60, interval_s=0.2)
+    # A file deleted while the worker was dead: its block report will name replicas
+    # the master no longer knows, which must be deleted.
+    rc.fs.delete("/gone-while-dead.bin")
+    assert doomed and on_victim
     rc.local.start_worker(victim, rack)
     wait_until(lambda: any(n.node_id == victim and n.state == "live" for n in rc.fs.report().nodes), timeout_s=30)
     # Its block report briefly makes blocks 4x replicated; the excess is removed.
@@ -125,6 +141,7 @@ def test_returning_node_excess_trimmed(make_cluster) -> None:
 
     wait_until(trimmed, timeout_s=60, interval_s=0.2)
     assert rc.fs.cat("/back.bin") == data
+    wait_until(lambda: not any(list(victim_dir.rglob(f"blk_{b}")) for b in on_victim), timeout_s=30)
 
 
 @pytest.mark.slow

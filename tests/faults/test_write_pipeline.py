@@ -56,3 +56,19 @@ def test_worker_killed_mid_pipeline(make_cluster) -> None:
         assert rc.fs.cat("/inflight.bin") == payload
     for path, data in closed.items():
         assert rc.fs.cat(path) == data
+
+
+@pytest.mark.slow
+def test_dead_worker_not_yet_noticed_is_skipped_at_pipeline_setup(make_cluster) -> None:
+    """Before the master declares a killed worker dead it may still pick it; the writer
+    abandons that block and retries without the worker (HDFS excludedNodes)."""
+    rc = make_cluster(workers=3, racks=2, overrides={"dfs.dead_node_interval_s": "600"})
+    pid = rc.worker_pid("w1")
+    os.kill(pid, signal.SIGKILL)
+    data = os.urandom(6 * MiB)
+    with rc.fs.open("/around.bin", "wb", replication=2) as f:
+        f.write(data)
+    for b in rc.fs.blocks("/around.bin").blocks:
+        assert "w1" not in {loc.node_id for loc in b.locations}
+        assert len(b.locations) == 2
+    assert rc.fs.cat("/around.bin") == data

@@ -744,3 +744,23 @@ def test_memory_probe_detects_growth(cluster):
     assert result["same"]
     assert result["write_growth"] >= 48 * MiB
     cluster.fs.delete("/rt/big")
+
+
+def test_writer_on_a_worker_gets_the_first_replica(cluster):
+    """HDFS: a client running on a worker (SHOAL_NODE_ID / node_id) keeps one replica local."""
+    from shoal.dfs.client import DFSClient
+
+    addr = cluster.client.address
+    local = DFSClient(addr.master, addr.secret, node_id="w3")
+    try:
+        with local.open("/rt/local-writer", "wb", replication=2) as f:
+            f.write(payload(3 * BLOCK, 77))
+        blocks = local.blocks("/rt/local-writer").blocks
+        assert len(blocks) == 3
+        for lb in blocks:
+            holders = [loc.node_id for loc in lb.locations]
+            assert "w3" in holders and len(holders) == 2
+            # Reads from w3 prefer the local replica (distance 0).
+            assert holders[0] == "w3"
+    finally:
+        local.close()
