@@ -134,3 +134,48 @@ class ClusterAlreadyRunning(ShoalError):
 
 class ClusterStartFailed(ShoalError):
     """A daemon of a local cluster exited or did not come up in time."""
+
+
+# --- resource manager ------------------------------------------------------------------
+class InvalidResources(BadRequest):
+    """A resource vector, attribute or constraint is malformed or negative."""
+
+
+class InsufficientResources(ShoalError):
+    """No agent can ever satisfy the request (it exceeds every agent's total)."""
+
+
+class UnknownFramework(ShoalError):
+    """No registered framework has this id (it may have been removed)."""
+
+
+class UnknownOffer(ShoalError):
+    """The offer does not exist, was rescinded, or belongs to another framework."""
+
+
+class UnknownTask(ShoalError):
+    """No task/container has this id."""
+
+
+class UnknownAgent(ShoalError):
+    """No agent has this id, or it is no longer registered."""
+
+
+class DuplicateTask(BadRequest):
+    """A task id is already in use."""
+
+
+class UnknownService(ShoalError):
+    """No service has this name."""
+
+
+class ServiceExists(ShoalError):
+    """A service with this name already exists."""
+
+
+class ContainerError(ShoalError):
+    """A container could not be started or supervised on its agent."""
+
+
+class TaskFailed(ShoalError):
+    """A task ended in a failed, killed or lost state."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,16 +22,25 @@ FAST = {
     "dfs.packet_bytes": "256K",
     "dfs.bytes_per_checksum": "64K",
     "dfs.replication_timeout_s": "5",
+    "cluster.allocation_interval_s": "0.2",
+    "cluster.agent_timeout_s": "3",
+    "cluster.poll_wait_s": "1",
+    "cluster.framework_timeout_s": "4",
+    "cluster.offer_timeout_s": "5",
+    "cluster.decline_filter_s": "1",
+    "cluster.backoff_s": "0.2",
+    "cluster.backoff_max_s": "2",
+    "cluster.kill_grace_s": "1",
 }
 
 
 class RunningCluster:
     """A started local cluster and a connected client."""
 
-    def __init__(self, folder: Path, workers: int, racks: int, overrides: dict[str, str]) -> None:
+    def __init__(self, folder: Path, workers: int, racks: int, overrides: dict[str, str], **up: Any) -> None:
         self.folder = folder
         self.local = LocalCluster(folder)
-        self.local.up(workers=workers, racks=racks, overrides=overrides)
+        self.local.up(workers=workers, racks=racks, overrides=overrides, **up)
         self.client = shoal.connect(folder)
         self.fs = self.client.fs
 
@@ -60,9 +70,9 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., RunningCluster]]:
     """Factory: ``make_cluster(workers=3, racks=2, **{"dfs.x": "v"})``; stopped at teardown."""
     started: list[RunningCluster] = []
 
-    def make(workers: int = 3, racks: int = 2, overrides: dict[str, str] | None = None) -> RunningCluster:
+    def make(workers: int = 3, racks: int = 2, overrides: dict[str, str] | None = None, **up: Any) -> RunningCluster:
         folder = tmp_path / f"cluster{len(started)}"
-        rc = RunningCluster(folder, workers, racks, {**FAST, **(overrides or {})})
+        rc = RunningCluster(folder, workers, racks, {**FAST, **(overrides or {})}, **up)
         started.append(rc)
         return rc
 

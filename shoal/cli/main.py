@@ -12,7 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.cli.common import cluster_option, cluster_target, connect, fail, friendly_errors, json_option, print_json
+from shoal.cli.cluster import cluster_group
+from shoal.cli.containers import ps, run
 from shoal.cli.dfsadmin import dfs_group
+from shoal.cli.services import service_group
 from shoal.cli.fs import fs_group
 from shoal.core.config import load_config, parse_settings
 from shoal.core.units import format_size
@@ -38,18 +41,48 @@ def cli() -> None:
 @click.option("--racks", default=1, show_default=True, type=click.IntRange(1, 256), help="Racks r1..rN, workers round-robin.")
 @cluster_option
 @click.option("--detach", "-d", is_flag=True, help="Return once the cluster is up (stop it with shoal down).")
+@click.option(
+    "--worker-resources", "worker_resources", multiple=True, metavar="[wN=]SPEC",
+    help="Resources each worker offers, Mesos syntax ('cpus:2;mem:2048'); 'w2=cpus:8' for one worker. "
+    "Kinds not given are detected; local workers get disjoint port ranges.",
+)
+@click.option(
+    "--worker-attributes", "worker_attributes", multiple=True, metavar="wN=SPEC",
+    help="Attributes of one worker, Mesos syntax: 'w1=zone:west;disk:ssd' (rack is set from --racks).",
+)
 @set_option
 @friendly_errors
-def up(workers: int, racks: int, cluster: str | None, detach: bool, settings: tuple[str, ...]) -> None:
+def up(workers: int, racks: int, cluster: str | None, detach: bool, worker_resources: tuple[str, ...],
+       worker_attributes: tuple[str, ...], settings: tuple[str, ...]) -> None:
     """Start a master and N workers as local processes."""
     from shoal.cluster.local import LocalCluster
+    from shoal.cluster.resources import parse_attributes, parse_resources
 
     folder = Path(cluster_target(cluster))
     if folder.as_posix().startswith("shoal://"):
         fail("shoal up needs a cluster folder, not a master address")
+    default_resources, per_worker, per_attrs = "", {}, {}
+    for item in worker_resources:
+        node, sep, spec = item.partition("=")
+        if sep and node.startswith("w") and node[1:].isdigit():
+            per_worker[node] = spec
+        else:
+            default_resources = item
+    for item in worker_attributes:
+        node, sep, spec = item.partition("=")
+        if not sep or not node.startswith("w") or not node[1:].isdigit():
+            fail(f"--worker-attributes expects wN=SPEC, got {item!r}")
+        per_attrs[node] = spec
+    for spec in [default_resources, *per_worker.values()]:
+        parse_resources(spec)
+    for spec in per_attrs.values():
+        parse_attributes(spec)
     lc = LocalCluster(folder)
     started = time.monotonic()
-    lc.up(workers=workers, racks=racks, overrides=parse_settings(settings) if settings else None)
+    lc.up(
+        workers=workers, racks=racks, overrides=parse_settings(settings) if settings else None,
+        resources=default_resources, worker_resources=per_worker, worker_attributes=per_attrs,
+    )
     click.echo(
         f"cluster up in {folder} ({workers} workers on {racks} rack{'s' if racks > 1 else ''}, "
         f"{time.monotonic() - started:.1f}s); master log: {folder / 'master' / 'master.log'}"
@@ -166,28 +199,44 @@ def master(
 @click.option("--port", default=0, show_default=True, type=int, help="Data port (0: any free port).")
 @click.option("--secret-file", required=True, type=click.Path(path_type=Path), help="Cluster secret.")
 @click.option("--config-dir", type=click.Path(path_type=Path), help="Folder with config.json.")
+@click.option(
+    "--resources", default=None, metavar="SPEC",
+    help="Resources to offer, Mesos syntax: 'cpus:24;mem:24576;disk:409600;ports:[21000-24000]' "
+    "(mem/disk in MiB; kinds not given are detected).",
+)
+@click.option("--attributes", default=None, metavar="SPEC", help="Agent attributes, Mesos syntax: 'rack:r1;zone:west'.")
 @set_option
 @friendly_errors
 def worker(
     master_addr: str, rack: str, folder: Path, node_id: str | None, host: str, port: int,
-    secret_file: Path, config_dir: Path | None, settings: tuple[str, ...],
+    secret_file: Path, config_dir: Path | None, resources: str | None, attributes: str | None,
+    settings: tuple[str, ...],
 ) -> None:
-    """Run a worker (datanode) in the foreground."""
+    """Run a worker (datanode and container agent) in the foreground."""
+    from shoal.cluster.resources import parse_attributes, parse_resources
     from shoal.cluster.worker import serve_worker
     from shoal.core.node import read_secret
 
     mhost, _, mport = master_addr.rpartition(":")
     if not mhost or not mport.isdigit():
         fail(f"--master expects HOST:PORT, got {master_addr!r}")
+    if resources:
+        parse_resources(resources)  # fail here, with one line, before anything starts
+    if attributes:
+        parse_attributes(attributes)
     config = load_config(config_dir, parse_settings(settings))
     serve_worker(
         folder, master=(mhost, int(mport)), rack=rack, host=host, port=port, node_id=node_id,
-        secret=read_secret(secret_file), config=config,
+        secret=read_secret(secret_file), config=config, resources=resources, attributes=attributes,
     )
 
 
 cli.add_command(fs_group)
 cli.add_command(dfs_group)
+cli.add_command(cluster_group)
+cli.add_command(run)
+cli.add_command(ps)
+cli.add_command(service_group)
 
 
 def main() -> None:

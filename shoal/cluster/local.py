@@ -32,6 +32,8 @@ from shoal.errors import ClusterAlreadyRunning, ClusterNotFound, ClusterStartFai
 
 CLUSTER_FILE = "cluster.json"
 START_TIMEOUT_S = 60.0
+PORTS_BASE = 31000  # Mesos' default port range starts here
+WORKER_PORTS = 100  # ports per local worker, disjoint between workers of one machine
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05  # how often start-up waits re-check their condition
 
@@ -136,6 +138,9 @@ class LocalCluster:
         self.folder = folder.resolve()
         self.processes: list[dict[str, Any]] = []
         self._popen: dict[int, subprocess.Popen] = {}
+        self.default_resources = ""  # Mesos --resources for every worker (detected kinds otherwise)
+        self.worker_resources: dict[str, str] = {}  # per worker id
+        self.worker_attributes: dict[str, str] = {}
 
     def up(
         self,
@@ -144,10 +149,20 @@ class LocalCluster:
         racks: int = 1,
         overrides: dict[str, str] | None = None,
         host: str = "127.0.0.1",
+        resources: str = "",
+        worker_resources: dict[str, str] | None = None,
+        worker_attributes: dict[str, str] | None = None,
     ) -> None:
-        """Start a master and ``workers`` workers on racks r1..rR; wait until all are live."""
+        """Start a master and ``workers`` workers on racks r1..rR; wait until all are live.
+
+        ``resources`` (Mesos syntax) applies to every worker, ``worker_resources`` and
+        ``worker_attributes`` to the worker ids they name (w1, w2, ...).
+        """
         if workers < 1 or racks < 1:
             raise ClusterStartFailed("need at least one worker and one rack")
+        self.default_resources = resources
+        self.worker_resources = dict(worker_resources or {})
+        self.worker_attributes = dict(worker_attributes or {})
         if running_processes(self.folder):
             raise ClusterAlreadyRunning(f"a cluster is already running in {self.folder} (stop it with shoal down)")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -178,21 +193,41 @@ class LocalCluster:
         self._record("master", "master", proc)
         return _wait_for_address(mdir / "address.json", proc, "master", deadline or time.monotonic() + START_TIMEOUT_S)
 
-    def start_worker(self, node_id: str, rack: str, master: tuple[str, int] | None = None, host: str = "127.0.0.1") -> int:
+    def start_worker(
+        self,
+        node_id: str,
+        rack: str,
+        master: tuple[str, int] | None = None,
+        host: str = "127.0.0.1",
+        resources: str | None = None,
+        attributes: str | None = None,
+    ) -> int:
+        """Start worker ``node_id``; workers ``wN`` of one machine get disjoint port ranges
+        (``WORKER_PORTS`` each from 31000) so their containers never fight over a port."""
         if master is None:
             master = resolve(self.folder).master
         wdir = self.folder / "workers" / node_id
+        resources = resources if resources is not None else self.worker_resources.get(node_id, self.default_resources)
+        attributes = attributes if attributes is not None else self.worker_attributes.get(node_id, "")
+        if "ports" not in (resources or "") and node_id[1:].isdigit():
+            first = PORTS_BASE + (int(node_id[1:]) - 1) * WORKER_PORTS
+            resources = ";".join(filter(None, [resources, f"ports:[{first}-{first + WORKER_PORTS - 1}]"]))
         cmd = _daemon_cmd(
             "worker", "--dir", str(wdir), "--config-dir", str(self.folder), "--id", node_id, "--rack", rack,
             "--master", f"{master[0]}:{master[1]}", "--secret-file", str(self.folder / "secret"), "--host", host,
         )
+        if resources:
+            cmd += ["--resources", resources]
+        if attributes:
+            cmd += ["--attributes", attributes]
         proc = _spawn(cmd, wdir)
         self._record("worker", node_id, proc)
         return proc.pid
 
     def wait_for_workers(self, count: int, deadline: float) -> None:
-        from shoal.dfs import protocol as p
+        from shoal.cluster.protocol import LIST_AGENTS
         from shoal.core.rpc_client import RpcClient
+        from shoal.dfs import protocol as p
 
         addr = resolve(self.folder)
         with RpcClient(addr.master, addr.secret) as rpc:
@@ -202,7 +237,8 @@ class LocalCluster:
                 try:
                     report = rpc.call(p.CLUSTER_REPORT, Empty(), timeout_s=5)
                     live = sum(1 for n in report.nodes if n.state == "live")
-                    if live >= count:
+                    agents = rpc.call(LIST_AGENTS, Empty(), timeout_s=5).agents
+                    if live >= count and sum(1 for ag in agents if ag.state == "active") >= count:
                         return
                 except ShoalError:
                     pass

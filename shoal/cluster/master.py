@@ -24,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from shoal.cluster.manager import ResourceManager
+from shoal.cluster.service_host import ServiceHost
 from shoal.core.config import Config
 from shoal.core.node import setup_logging, write_json_atomic
 from shoal.core.rpc import Handler, RpcServer
@@ -156,6 +158,11 @@ async def serve_master(
     for method, handler in handlers.items():
         server.register(method, store.durable(handler))
     server.register(CHECKPOINT, store.checkpoint_rpc)
+    manager = ResourceManager(config.cluster, log)
+    manager.register(server)
+    services = ServiceHost(manager, folder, config.cluster, log)
+    services.register(server)
+    manager.tick_hooks.append(services.tick)
     bound_host, bound_port = await server.start(host, port)
     http_runner, http_port = await start_namenode_http(
         server,
@@ -179,6 +186,7 @@ async def serve_master(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     store.on_failure = stop.set
+    manager_task = asyncio.create_task(manager.run(stop))
     tick_s = min(1.0, config.dfs.heartbeat_interval_s, config.dfs.dead_node_interval_s / 4)
     while not stop.is_set():
         try:
@@ -190,6 +198,8 @@ async def serve_master(
             except EditLogFailed:
                 break
     log.info("master stopping")
+    stop.set()
+    await manager_task
     await http_runner.cleanup()
     await server.close()
     await store.shutdown()

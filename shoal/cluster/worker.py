@@ -1,4 +1,4 @@
-"""The worker daemon: hosts the data node (and, later, the container agent)."""
+"""The worker daemon: hosts the data node and the container agent."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from shoal.cluster.agent import Agent
 from shoal.core.config import Config
 from shoal.core.node import setup_logging, write_json_atomic
 from shoal.dfs.client import DFSClient
@@ -46,6 +47,8 @@ def serve_worker(
     node_id: str | None,
     secret: bytes,
     config: Config,
+    resources: str | None = None,
+    attributes: str | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -78,14 +81,28 @@ def serve_worker(
                 raise
             log.warning("cannot register with master yet: %s", exc)
             stop.wait(0.2)
+    agent = Agent(
+        agent_id=node_id, folder=folder, host=host, rack=rack, master=master, secret=secret,
+        config=config, resources=resources, attributes=attributes,
+    )
+    while True:
+        try:
+            agent.start()
+            break
+        except ShoalError as exc:
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            log.warning("agent cannot register with master yet: %s", exc)
+            stop.wait(0.2)
     write_json_atomic(
         folder / ADDRESS_FILE,
         {
             "node_id": node_id, "host": host, "data_port": datanode.port, "http_port": http_port,
-            "rack": rack, "pid": os.getpid(),
+            "agent_port": agent.rpc_port, "rack": rack, "pid": os.getpid(),
         },
     )
     stop.wait()
     log.info("worker %s stopping", node_id)
+    agent.stop()
     http.stop()
     datanode.stop()

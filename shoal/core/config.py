@@ -73,11 +73,42 @@ class RpcConfig(msgspec.Struct, kw_only=True, frozen=True):
     inflight_calls_max: int = 256
 
 
+class ClusterConfig(msgspec.Struct, kw_only=True, frozen=True):
+    """Resource-manager settings (Mesos defaults where Mesos has one)."""
+
+    # Mesos --allocation_interval: how often the allocator runs a round of offers.
+    allocation_interval_s: float = 1.0
+    # Offers not answered within this long are rescinded (Mesos --offer_timeout).
+    offer_timeout_s: float = 30.0
+    # Default filter for declined / unused offered resources (Mesos refuse_seconds).
+    decline_filter_s: float = 5.0
+    # An agent that has not polled for this long is lost, with its containers
+    # (Mesos: agent_ping_timeout 15 s x max_agent_ping_timeouts 5).
+    agent_timeout_s: float = 75.0
+    # Agents and frameworks long-poll the master; a poll returns after this at most.
+    poll_wait_s: float = 5.0
+    # A framework that stops polling for this long is removed and its tasks killed
+    # (Mesos' framework failover timeout, for frameworks that give none).
+    framework_timeout_s: float = 60.0
+    # Marathon's launch backoff: 1 s, times 1.15 per failure, at most 300 s.
+    backoff_s: float = 1.0
+    backoff_factor: float = 1.15
+    backoff_max_s: float = 300.0
+    # Containers: SIGTERM, then SIGKILL after this grace period (Mesos: 3 s).
+    kill_grace_s: float = 3.0
+    # How often the agent samples container memory when it enforces limits itself.
+    memory_poll_s: float = 0.2
+    # Isolation: "auto" (cgroups + namespaces when root and cgroups allow, else a
+    # process group with rlimits) or "process" to force the fallback.
+    isolation: str = "auto"
+
+
 class Config(msgspec.Struct, kw_only=True, frozen=True):
     """The whole configuration of a node or client."""
 
     dfs: DfsConfig = DfsConfig()
     rpc: RpcConfig = RpcConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     def get(self, key: str) -> Any:
         section, name = _split_key(key)
@@ -113,6 +144,11 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
                 raise ConfigError(f"{key} must be positive")
         if d.block_report_every < 1:
             raise ConfigError("dfs.block_report_every must be at least 1")
+        for key, value in self.items():
+            if key.startswith("cluster.") and isinstance(value, float) and value <= 0:
+                raise ConfigError(f"{key} must be positive")
+        if self.cluster.isolation not in {"auto", "process"}:
+            raise ConfigError("cluster.isolation must be auto or process")
 
     def items(self) -> list[tuple[str, Any]]:
         """Every key with its current value, in declaration order."""
@@ -131,7 +167,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
 
 def _split_key(key: str) -> tuple[str, str]:
     section, _, name = key.partition(".")
-    sub = getattr(Config(), section, None) if section in {"dfs", "rpc"} else None
+    sub = getattr(Config(), section, None) if section in {"dfs", "rpc", "cluster"} else None
     if sub is None or not name or name not in sub.__struct_fields__:
         known = ", ".join(k for k, _ in Config().items())
         raise ConfigError(f"unknown config key {key!r}; known keys: {known}")

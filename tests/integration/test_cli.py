@@ -8,57 +8,19 @@ starting with ``shoal: error:`` and exit status 1, never a traceback.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from shoal.cluster.local import stop_cluster
+from tests.clitools import fails, ok, out_json, shoal
 
-MiB = 1024 * 1024
-SHOAL = [sys.executable, "-m", "shoal.cli.main"]
 RACK_OF = {"w1": "r1", "w2": "r2", "w3": "r1", "w4": "r2"}
 
-
-def shoal(folder: Path | str | None, *args: str, stdin: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``shoal ARGS`` with ``SHOAL_CLUSTER=folder``; bytes out, never raises on status."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    if folder is not None:
-        env["SHOAL_CLUSTER"] = str(folder)
-    env["COLUMNS"] = "200"  # keep rich tables on one line per row
-    return subprocess.run(
-        [*SHOAL, *args], env=env, input=stdin if stdin is not None else b"", capture_output=True, timeout=timeout
-    )
-
-
-def ok(res: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert res.returncode == 0, f"exit {res.returncode}: {res.stderr.decode(errors='replace')}"
-    assert b"Traceback" not in res.stderr
-    return res
-
-
-def out_json(res: subprocess.CompletedProcess):
-    return json.loads(ok(res).stdout)
-
-
-def fails(res: subprocess.CompletedProcess, code: str | None = None) -> str:
-    """Exit 1 with exactly one ``shoal: error:`` line (ending ``[code]`` if given)."""
-    err = res.stderr.decode(errors="replace")
-    assert res.returncode == 1, f"exit {res.returncode}; stderr: {err!r}; stdout: {res.stdout[:500]!r}"
-    assert "Traceback" not in err and b"Traceback" not in res.stdout, err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
-    assert lines[0].startswith("shoal: error: "), lines[0]
-    if code is not None:
-        assert lines[0].endswith(f"[{code}]"), lines[0]
-    return lines[0]
-
-
+MiB = 1024 * 1024
 @pytest.fixture(scope="module")
 def local_data(tmp_path_factory) -> tuple[Path, bytes]:
     data = random.Random(7).randbytes(2 * MiB + MiB // 2 + 17)  # 3 blocks of 1 MiB

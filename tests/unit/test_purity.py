@@ -19,6 +19,11 @@ PURE = [
     "dfs/leases.py",
     "dfs/paths.py",
     "core/wire.py",
+    "cluster/services.py",
+    "cluster/services_placement.py",
+    "cluster/drf.py",
+    "cluster/offers.py",
+    "cluster/resources.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pickle", "threading", "subprocess"}
 
