@@ -13,8 +13,14 @@ Section "allocator" (:func:`allocator_section`) builds a simulated cluster of
   kind of event, timing only the allocator's ``handle`` calls (the simulated
   frameworks' own work is reported apart, as ``simulation_s``).
 
-A later section (container launch latency on a local cluster) can be added next to
-it in :func:`main`. Prints one JSON object on stdout; progress goes to stderr.
+Section "containers" (:func:`container_section`) starts a one-worker local cluster
+per isolation mode (the best this machine allows, and the process-group fallback),
+registers a framework and launches --launches tasks running ``true`` one after another:
+launch latency is the time from the accept call to the framework seeing ``running``,
+and to seeing ``finished``; the peer is a bare ``subprocess`` start (Popen until the
+child runs) and run (until it exits) of the same command, in the same process.
+
+Prints one JSON object on stdout; progress goes to stderr.
 
     .venv/bin/python bench/allocator.py            # 10,000 agents, 100 frameworks
     .venv/bin/python bench/allocator.py --quick    # 1,000 agents, 20 frameworks
@@ -23,9 +29,12 @@ it in :func:`main`. Prints one JSON object on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import heapq
+import math
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +57,7 @@ from shoal.cluster.offers import (  # noqa: E402
     Tick,
 )
 from shoal.cluster.resources import Resources  # noqa: E402
+from shoal.core.wire import Empty  # noqa: E402
 
 GiB = 1024  # mem is in MiB
 OFFER_TIMEOUT_S = 30.0
@@ -64,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="runs of each measurement; medians are reported")
     p.add_argument("--seed", type=int, default=1, help="seed of the simulated cluster and frameworks")
     p.add_argument("--quick", action="store_true", help="small run: 1000 agents, 20 frameworks, 15 rounds")
+    p.add_argument("--launches", type=int, default=60, help="container launches per isolation mode (default 60)")
+    p.add_argument("--skip-containers", action="store_true", help="only the in-process allocator section")
     args = p.parse_args(argv)
     if args.quick:
         args.agents, args.frameworks, args.rounds = 1000, 20, 15
@@ -280,10 +292,92 @@ def allocator_section(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_summary(values: list[float]) -> dict[str, float | None]:
+    return {"p50_ms": rounded(percentile(values, 50) * 1000, 2), "p99_ms": rounded(percentile(values, 99) * 1000, 2),
+            "n": len(values)}
+
+
+def bare_subprocess(n: int) -> dict[str, Any]:
+    """The peer: start ``true`` with subprocess (until it runs) and run it (until it exits)."""
+    start, run = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(["true"])
+        start.append(time.perf_counter() - t0)
+        proc.wait()
+        run.append(time.perf_counter() - t0)
+    return {"start": latency_summary(start), "run": latency_summary(run)}
+
+
+async def _launch_many(folder: Path, n: int) -> tuple[list[float], list[float], str]:
+    from shoal.cluster import protocol as cp
+    from shoal.cluster.framework import Framework as ClusterFramework
+
+    need = Resources.of(cpus=0.1, mem=32)
+    to_running, to_finished = [], []
+    isolation = ""
+    async with await ClusterFramework.register(folder, name="bench-launch") as fw:
+        offers = fw.offers()
+        for i in range(n):
+            async for offer in offers:
+                if offer.resources.contains(need):
+                    break
+                await fw.decline(offer, filter_s=0)
+            tid = f"bench-{i}"
+            t0 = time.perf_counter()
+            await fw.accept(offer, [cp.TaskSpec(tid, "bench", ["true"], need)], filter_s=0)
+            running = await fw.wait_for(tid, ("running",), timeout_s=60)
+            t1 = time.perf_counter()
+            final = await fw.wait_for(tid, timeout_s=60)
+            t2 = time.perf_counter()
+            if final.state != "finished":
+                raise RuntimeError(f"task {tid} ended {final.state}: {final.message}")
+            if running.state == "running":
+                to_running.append(t1 - t0)
+            to_finished.append(t2 - t0)
+        rows = await fw._call(cp.LIST_CONTAINERS, Empty())
+        isolation = next((c.isolation for c in rows.containers if c.task_id.startswith("bench-")), "")
+    return to_running, to_finished, isolation
+
+
+def container_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Container launch latency on a local cluster against a bare subprocess launch."""
+    from shoal.cluster.local import LocalCluster
+
+    n = 15 if args.quick else args.launches
+    out: dict[str, Any] = {"launches": n, "bare_subprocess": bare_subprocess(n), "modes": {}}
+    for mode in ("auto", "process"):
+        with tempfile.TemporaryDirectory(prefix="shoal-bench-rm-") as tmp:
+            folder = Path(tmp) / "c"
+            cluster = LocalCluster(folder)
+            cluster.up(workers=1, racks=1, overrides={
+                "cluster.allocation_interval_s": "0.2", "cluster.isolation": mode, "cluster.decline_filter_s": "0",
+            })
+            try:
+                log(f"containers: {n} launches, isolation mode {mode}")
+                running, finished, isolation = asyncio.run(_launch_many(folder, n))
+            finally:
+                cluster.down()
+        bare = out["bare_subprocess"]
+        entry = {"isolation": isolation, "to_running": latency_summary(running), "to_finished": latency_summary(finished)}
+        entry["p50_vs_bare_run"] = rounded(entry["to_finished"]["p50_ms"] / bare["run"]["p50_ms"], 1)
+        out["modes"][mode] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result: dict[str, Any] = {"benchmark": "allocator", "quick": args.quick}
     result["allocator"] = allocator_section(args)
+    if not args.skip_containers:
+        result["containers"] = container_section(args)
     result["machine"] = machine_info(Path(tempfile.gettempdir()))
     emit(result)
     return 0

@@ -6,7 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoal.cli.common import friendly_errors, json_option, print_json
+from shoal.cli.common import cluster_option, friendly_errors, json_option, print_json
 from shoal.cluster.drf import DrfStep, drf_schedule, max_min_fair
 from shoal.cluster.resources import Resources, parse_resources
 from shoal.errors import InvalidResources
@@ -162,3 +162,57 @@ def maxmin_cmd(capacity: str, demands: tuple[str, ...], as_json: bool) -> None:
         table.add_row(r["framework"], _amount(r["demand"]), _amount(r["allocation"]), "yes" if r["satisfied"] else "no")
     Console().print(table)
     click.echo(f"allocated {_amount(total)} of {_amount(cap)}")
+
+
+def _master_call(cluster: str | None, method):
+    from shoal.cli.common import cluster_target
+    from shoal.cluster.local import resolve
+    from shoal.core.rpc_client import RpcClient
+    from shoal.core.wire import Empty
+
+    addr = resolve(cluster_target(cluster))
+    with RpcClient(addr.master, addr.secret) as rpc:
+        return rpc.call(method, Empty())
+
+
+@cluster_group.command("agents")
+@cluster_option
+@json_option
+@friendly_errors
+def agents_cmd(cluster: str | None, as_json: bool) -> None:
+    """Agents: total and available resources, attributes, isolation, containers."""
+    from shoal.cluster import protocol as p
+
+    agents = _master_call(cluster, p.LIST_AGENTS).agents
+    if as_json:
+        print_json(agents)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("AGENT", "HOST", "STATE", "TOTAL", "AVAILABLE", "ATTRIBUTES", "ISOLATION", "CONTAINERS"):
+        table.add_column(col)
+    for a in agents:
+        attrs = ";".join(f"{k}:{v}" for k, v in sorted(a.info.attributes.items()))
+        table.add_row(a.info.agent_id, f"{a.info.host}", a.state, a.info.total.describe(), a.available.describe(),
+                      attrs, a.info.isolation, str(a.containers))
+    Console(width=200).print(table)
+
+
+@cluster_group.command("frameworks")
+@cluster_option
+@json_option
+@friendly_errors
+def frameworks_cmd(cluster: str | None, as_json: bool) -> None:
+    """Registered frameworks: role, weight, allocation and weighted dominant share."""
+    from shoal.cluster import protocol as p
+
+    frameworks = _master_call(cluster, p.LIST_FRAMEWORKS).frameworks
+    if as_json:
+        print_json(frameworks)
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("ID", "NAME", "ROLE", "WEIGHT", "ALLOCATED", "DOMINANT SHARE", "TASKS"):
+        table.add_column(col)
+    for f in frameworks:
+        table.add_row(f.framework_id, f.info.name, f.info.role, f"{f.info.weight:g}", f.allocated.describe(),
+                      f"{f.dominant_share:.3f}", str(f.tasks))
+    Console(width=200).print(table)

@@ -5,24 +5,19 @@ Each task runs in one container: a folder ``root/<task_id>/`` holding ``stdout``
 of processes isolated by :mod:`shoal.cluster.isolation`. Threads: one launcher (every
 container is forked from it, so PR_SET_PDEATHSIG only fires when the agent dies), one
 waiter per container, one monitor (kill escalation, the fallback memory monitor, health
-check scheduling) and a small pool running health checks.
+check scheduling) and a small pool running health checks (:mod:`shoal.cluster.health`).
 
 Terminal states follow Mesos: exit 0 -> finished; non-zero or an unrequested signal ->
 failed; a requested kill -> killed; over the memory limit -> failed with the message YARN
 gives. When a container ends, its processes, cgroups and sandbox are gone before its
-terminal status is published; its output is kept for the last ``ENDED_KEPT`` containers.
+terminal status is published; its output is kept for the last ``ENDED_KEPT`` containers
+(their records on disk: :mod:`shoal.cluster.container_records`).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import http.client
 import logging
-import os
 import queue
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,43 +28,33 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-import msgspec
-
-from shoal.cluster.isolation import (
-    ContainerGroup,
-    SessionGroup,
-    all_procs,
-    detect_isolation,
-    parse_init_status,
-    proc_stat,
+from shoal.cluster import orphans
+from shoal.cluster.cgroups import cgroup_scope
+from shoal.cluster.container_process import (
+    DESTROY_TIMEOUT_S,
+    INIT_STATUS,
+    SpawnError,
+    environment,
+    memory_message,
+    read_outcome,
+    spawn,
+    terminal_state,
 )
-from shoal.cluster.protocol import TERMINAL_STATES, ContainerReport, OutputChunk, TaskSpec, TaskStatus
+from shoal.cluster.container_records import ContainerRecord, check_name, read_chunk, remove_tree, save_status
+from shoal.cluster.health import HealthState, probe
+from shoal.cluster.isolation import ContainerGroup, SessionGroup, all_procs, detect_isolation
+from shoal.cluster.protocol import ContainerReport, OutputChunk, TaskSpec, TaskStatus
 from shoal.cluster.resources import Resources
 from shoal.errors import BadRequest, ConfigError, ContainerError, DuplicateTask, UnknownTask
 
 ENDED_KEPT = 200  # output folders of ended containers kept for reading
 OUTPUT_READ_MAX_BYTES = 4 * 1024 * 1024
-DESTROY_TIMEOUT_S = 10.0  # to kill every process of a container and remove its groups
 MONITOR_IDLE_S = 1.0
 HEALTH_WORKERS = 4
-HEALTH_BODY_MAX_BYTES = 64 * 1024
 SHUTDOWN_SLACK_S = 5.0
 STREAMS = ("stdout", "stderr")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 MiB = 1024 * 1024
-T = TypeVar("T")
-
-
-class _Record(msgspec.Struct):
-    """``container.json``: what a later run of the agent needs to find leftovers."""
-
-    spec: TaskSpec
-    framework_id: str
-    pid: int = 0
-    start_ticks: int | None = None
-    isolation: str = ""
 
 
 @dataclass(eq=False)
@@ -86,11 +71,7 @@ class _Container:
     escalated: bool = False
     reaped: bool = False
     ended: bool = False
-    healthy: bool | None = None
-    health_failures: int = 0
-    health_next: float = 0.0
-    health_grace_until: float = 0.0
-    health_busy: bool = False
+    health: HealthState = field(default_factory=HealthState)
     done: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -108,7 +89,7 @@ class ContainerRuntime:
     def __init__(self, root: Path, *, agent_id: str, isolation: str = "auto", kill_grace_s: float = 3.0,
                  memory_poll_s: float = 0.2, on_status: Callable[[TaskStatus], None] = lambda s: None,
                  log: logging.Logger | None = None, host: str | None = None) -> None:
-        _check_name("agent id", agent_id)
+        check_name("agent id", agent_id)
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.agent_id = agent_id
@@ -142,7 +123,7 @@ class ContainerRuntime:
     # --- public interface ---------------------------------------------------------------------
     def launch(self, spec: TaskSpec, framework_id: str) -> None:
         """Start a container in the background; problems with the command end it as failed."""
-        _check_name("task id", spec.task_id)
+        check_name("task id", spec.task_id)
         with self._lock:
             if self._closing:
                 raise ContainerError("the container runtime is shut down")
@@ -194,56 +175,29 @@ class ContainerRuntime:
             if c is None:
                 raise UnknownTask(f"no container {task_id!r} on agent {self.agent_id}")
             ended, path = c.ended, c.folder / stream
-        try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(offset)
-                data = f.read(min(max_bytes, OUTPUT_READ_MAX_BYTES))
-        except FileNotFoundError:
-            data, size = b"", 0
+        data, size = read_chunk(path, offset, min(max_bytes, OUTPUT_READ_MAX_BYTES))
         end = offset + len(data)
         return OutputChunk(data, end, ended and end >= size)
 
     def sweep_orphans(self) -> int:
-        """Kill and clean up containers a previous run of this agent left (it was kill -9'd).
-
-        Their cgroups are destroyed; in the process fallback, their sessions (from the pid
-        in ``container.json``) are killed. Each is recorded as ``lost`` (not published: the
-        master reconciles tasks the agent no longer reports). Folders of containers that
-        had ended are loaded so their output stays readable. Returns how many were killed.
-        """
+        """Kill and clean up containers a previous run of this agent left (it was kill -9'd),
+        recording them as ``lost``; ended ones stay readable (:mod:`shoal.cluster.orphans`).
+        Returns how many were killed."""
         with self._lock:
             live_ids = set(self._live)
-        swept: set[str] = set()
-        for task_id in self._isolator.leftovers():
-            group = self._isolator.attach(task_id) if task_id not in live_ids else None
-            if group is not None:
-                if not group.destroy(DESTROY_TIMEOUT_S):
-                    self.log.error("orphan container %s: processes left after %ss", task_id, DESTROY_TIMEOUT_S)
-                swept.add(task_id)
-        folders = [(_mtime(e), e) for e in self.root.iterdir() if e.is_dir() and e.name not in live_ids]
-        for _, folder in sorted(folders):  # oldest first, so pruning keeps the newest
-            record = _load(folder / "container.json", _Record)
-            if record is None:
-                continue
-            status = _load(folder / "status.json", TaskStatus)
-            if status is None or status.state not in TERMINAL_STATES or folder.name in swept:
-                if record.pid and not SessionGroup(record.pid, record.start_ticks).destroy(DESTROY_TIMEOUT_S):
-                    self.log.error("orphan container %s: processes left after %ss", folder.name, DESTROY_TIMEOUT_S)
-                swept.add(folder.name)
-                status = TaskStatus(folder.name, "lost", self.agent_id, record.framework_id,
-                                    "the agent restarted; its container was killed", None, None, time.time())
-                self._remove_sandbox(folder)
-                _save(folder / "status.json", status)
-            c = _Container(record.spec, record.framework_id, folder, status, ended=True)
-            c.done.set()
-            with self._lock:
-                if folder.name not in self._live and folder.name not in self._ended:
-                    self._ended[folder.name] = c
-                    self._prune_locked()
+        swept = orphans.sweep(self.root, self._isolator, live_ids, self.agent_id, self.log, self._adopt_ended)
         if swept:
             self.log.warning("killed %d containers left by a previous run: %s", len(swept), ", ".join(sorted(swept)))
         return len(swept)
+
+    def _adopt_ended(self, folder: Path, record: ContainerRecord, status: TaskStatus) -> None:
+        """A container of a previous run, ended: its output stays readable."""
+        c = _Container(record.spec, record.framework_id, folder, status, ended=True)
+        c.done.set()
+        with self._lock:
+            if folder.name not in self._live and folder.name not in self._ended:
+                self._ended[folder.name] = c
+                self._prune_locked()
 
     def shutdown(self) -> None:
         """Kill every container (with the grace period), wait, and remove everything it made."""
@@ -314,59 +268,18 @@ class ContainerRuntime:
         if reason is not None:  # killed while staging
             self._end(c, reason[0], reason[1], None)
             return
-        sandbox = c.folder / "sandbox"
-        sandbox.mkdir(parents=True)
-        _save(c.folder / "container.json", _Record(c.spec, c.framework_id, isolation=self.isolation))
+        c.env = environment(c.spec, c.folder / "sandbox", self._host, self.agent_id)
+        try:
+            proc, group = spawn(c.spec, c.framework_id, c.folder, c.env, self._isolator, self.log)
+        except SpawnError as exc:
+            self._end(c, "failed", str(exc), None)
+            return
         spec = c.spec
-        if not spec.command or not spec.command[0]:
-            self._end(c, "failed", "the task has an empty command", None)
-            return
-        argv = ["/bin/sh", "-c", " ".join(spec.command)] if spec.shell else list(spec.command)
-        c.env = self._environment(spec, sandbox)
-        problem = _exec_problem(argv[0], c.env.get("PATH", os.defpath), sandbox)
-        if problem:
-            self._end(c, "failed", f"cannot run {argv[0]!r}: {os.strerror(problem)}", None)
-            return
-        try:
-            group = self._isolator.create(spec.task_id, spec.resources)
-        except OSError as exc:
-            self._end(c, "failed", f"cannot isolate container: {exc}", None)
-            return
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        out = os.open(c.folder / "stdout", flags, 0o644)
-        err = os.open(c.folder / "stderr", flags, 0o644)
-        try:
-            proc = subprocess.Popen(
-                self._isolator.wrap(argv, c.folder / "init.status"), cwd=sandbox, env=c.env,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, close_fds=True,
-                start_new_session=True, preexec_fn=group.child_setup(),
-            )
-        except OSError as exc:
-            group.destroy(DESTROY_TIMEOUT_S)
-            self._end(c, "failed", f"cannot run {argv[0]!r}: {exc.strerror or exc}", None)
-            return
-        except subprocess.SubprocessError as exc:
-            group.destroy(DESTROY_TIMEOUT_S)
-            self._end(c, "failed", f"cannot isolate container: {exc}", None)
-            return
-        finally:
-            os.close(out)
-            os.close(err)
-        group.started(proc.pid)
-        st = proc_stat(proc.pid)
-        try:  # before anything else: a kill -9 of the agent from here on leaves a findable record
-            _save(c.folder / "container.json", _Record(c.spec, c.framework_id, proc.pid,
-                                                       st.start_ticks if st else None, self.isolation))
-        except OSError as exc:
-            self.log.error("container %s: cannot write its record: %s", spec.task_id, exc)
         with self._lock:
             c.proc, c.group = proc, group
             killed_meanwhile = c.end_reason is not None
             if spec.health is not None:
-                # Marathon: checks start right away; failures only count once the task
-                # has been healthy or its grace period is over.
-                c.health_grace_until = time.monotonic() + spec.health.grace_s
-                c.health_next = time.monotonic() + min(spec.health.interval_s, spec.health.grace_s)
+                c.health.start(spec.health, time.monotonic())
             self._wake.notify_all()
         # The waiter starts first: from here on the container always ends through it. A
         # "running" published after its terminal status is dropped, so order holds.
@@ -374,19 +287,6 @@ class ContainerRuntime:
         self._publish(c, "running", "")
         if killed_meanwhile:
             self._stop_container(c, c.end_reason or ("killed", "killed"))
-
-    def _environment(self, spec: TaskSpec, sandbox: Path) -> dict[str, str]:
-        """The agent's environment without SHOAL_* (secrets), the task's, then the runtime's facts."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-        env.update(spec.env)
-        env.update(HOST=self._host, SANDBOX=str(sandbox), SHOAL_SANDBOX=str(sandbox), SHOAL_TASK_ID=spec.task_id,
-                   SHOAL_AGENT_ID=self.agent_id)
-        ports = [port for lo, hi in spec.resources.ports() for port in range(lo, hi + 1)]
-        for i, port in enumerate(ports):  # Marathon's PORT0, PORT1, ... and PORT
-            env[f"PORT{i}"] = str(port)
-        if ports:
-            env["PORT"] = str(ports[0])
-        return env
 
     # --- ending -------------------------------------------------------------------------------------
     def _wait(self, c: _Container) -> None:
@@ -402,14 +302,7 @@ class ContainerRuntime:
 
     def _finish(self, c: _Container, returncode: int) -> None:
         """The direct child exited: collect the outcome, destroy the group, publish."""
-        outcome = None
-        if self._isolator.namespaced:  # the real outcome, written by our init
-            try:
-                outcome = parse_init_status((c.folder / "init.status").read_text())
-            except OSError:
-                pass
-        if outcome is None:
-            outcome = ("exit", returncode) if returncode >= 0 else ("signal", -returncode)
+        outcome = read_outcome(c.folder, self._isolator.namespaced, returncode)
         with self._lock:
             c.reaped = True
         group = c.group
@@ -419,31 +312,20 @@ class ContainerRuntime:
             self.log.error("container %s: processes or cgroups left after %ss", c.task_id, DESTROY_TIMEOUT_S)
         with self._lock:
             reason = c.end_reason
-        kind, value = outcome
-        if reason is not None:
-            state, message = reason
-        elif oom:
-            state, message = "failed", _memory_message(c.spec.resources)
-        elif kind == "exec":
-            argv0 = "/bin/sh" if c.spec.shell else c.spec.command[0]
-            state, message = "failed", f"cannot run {argv0!r}: {os.strerror(value)}"
-        elif kind == "exit":
-            state, message = ("finished" if value == 0 else "failed"), f"exited with status {value}"
-        else:
-            state, message = "failed", f"terminated by signal {_signal_name(value)}"
-        self._end(c, state, message, value if kind == "exit" else None)
+        state, message = reason if reason is not None else terminal_state(c.spec, outcome, oom)
+        self._end(c, state, message, outcome[1] if outcome[0] == "exit" else None)
 
     def _end(self, c: _Container, state: str, message: str, exit_code: int | None) -> None:
         """Record a terminal state (processes and groups already gone) and publish it."""
         self._remove_sandbox(c.folder)
         try:
-            (c.folder / "init.status").unlink(missing_ok=True)
+            (c.folder / INIT_STATUS).unlink(missing_ok=True)
         except OSError:
             pass
         with self._emit_lock:
             with self._lock:
                 status = TaskStatus(c.task_id, state, self.agent_id, c.framework_id, message,  # type: ignore[arg-type]
-                                    exit_code, c.healthy, time.time())
+                                    exit_code, c.health.healthy, time.time())
                 c.status, c.ended = status, True
                 if self._live.get(c.task_id) is c:
                     del self._live[c.task_id]
@@ -451,7 +333,7 @@ class ContainerRuntime:
                     self._prune_locked()
                 self._wake.notify_all()
             if c.folder.is_dir():
-                _save(c.folder / "status.json", status)
+                save_status(c.folder, status)
             self._emit(status)
         c.done.set()
         self.log.info("container %s %s: %s", c.task_id, state, message)
@@ -467,13 +349,7 @@ class ContainerRuntime:
         self._rmtree(folder / "sandbox")
 
     def _rmtree(self, path: Path) -> None:
-        try:
-            shutil.rmtree(path)
-        except FileNotFoundError:  # absent, or removed concurrently (an orphan sweep)
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError as exc:
-            self.log.warning("cannot remove %s: %s", path, exc)
-            shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path, self.log)
 
     # --- status ---------------------------------------------------------------------------------------
     def _publish(self, c: _Container, state: str, message: str) -> None:
@@ -483,7 +359,7 @@ class ContainerRuntime:
                 if c.ended:
                     return
                 status = TaskStatus(c.task_id, state, self.agent_id, c.framework_id, message,  # type: ignore[arg-type]
-                                    None, c.healthy, time.time())
+                                    None, c.health.healthy, time.time())
                 c.status = status
             self._emit(status)
 
@@ -538,9 +414,9 @@ class ContainerRuntime:
             for c in due_kill:
                 c.escalated = True
             due_health = [c for c in running if c.spec.health is not None and c.end_reason is None
-                          and not c.health_busy and c.health_next <= now]
+                          and c.health.due(now)]
             for c in due_health:
-                c.health_busy = True
+                c.health.busy = True
             watched = [] if self._isolator.enforces_memory else [c for c in running if c.spec.resources.mem > 0]
             memory_due = bool(watched) and now >= self._next_memory_check
             if memory_due:
@@ -564,8 +440,8 @@ class ContainerRuntime:
                     continue
                 if c.kill_at is not None and not c.escalated:
                     wake.append(c.kill_at)
-                if c.spec.health is not None and c.end_reason is None and not c.health_busy:
-                    wake.append(c.health_next)
+                if c.spec.health is not None and c.end_reason is None and not c.health.busy:
+                    wake.append(c.health.next_at)
                 if not self._isolator.enforces_memory and c.spec.resources.mem > 0:
                     wake.append(self._next_memory_check)
             self._wake.wait(max(0.0, min(wake) - now))
@@ -583,7 +459,7 @@ class ContainerRuntime:
             if rss > limit:
                 self.log.warning("container %s uses %.1f MiB of memory, over its limit of %g MiB; killing it",
                                  c.task_id, rss / MiB, c.spec.resources.mem)
-                self._force_stop(c, ("failed", _memory_message(c.spec.resources)))
+                self._force_stop(c, ("failed", memory_message(c.spec.resources)))
 
     # --- health checks (Marathon/Mesos) ----------------------------------------------------------------
     def _health_check(self, c: _Container) -> None:
@@ -591,29 +467,17 @@ class ContainerRuntime:
             hc = c.spec.health
             assert hc is not None
             try:
-                ok, reason = self._probe(c)
+                ok, reason = probe(hc, c.spec.resources, c.folder / "sandbox", c.env)
             except Exception as exc:
                 self.log.exception("health check of %s raised", c.task_id)
                 ok, reason = False, f"check error: {exc}"
-            change = None
-            give_up = False
             with self._lock:
-                c.health_busy = False
-                c.health_next = time.monotonic() + hc.interval_s
+                now = time.monotonic()
+                c.health.probe_done(hc, now)
                 self._wake.notify_all()
                 if c.ended or c.end_reason is not None or not c.running:
                     return
-                if ok:
-                    c.health_failures = 0
-                    if c.healthy is not True:
-                        c.healthy, change = True, "health check passed"
-                elif c.healthy is None and time.monotonic() < c.health_grace_until:
-                    pass  # still starting up: within the grace period and never healthy yet
-                else:
-                    c.health_failures += 1
-                    if c.healthy is not False:
-                        c.healthy, change = False, f"health check failed: {reason}"
-                    give_up = c.health_failures >= hc.max_failures
+                change, give_up = c.health.record(hc, ok, reason, now)
             if change:
                 self._publish(c, "running", change)
             if give_up:
@@ -623,101 +487,3 @@ class ContainerRuntime:
         except Exception:
             self.log.exception("health check bookkeeping failed for %s", c.task_id)
 
-    def _probe(self, c: _Container) -> tuple[bool, str]:
-        hc = c.spec.health
-        assert hc is not None
-        if hc.kind == "http":
-            ports = c.spec.resources.ports()
-            if not ports:
-                return False, "http check needs a port, and the task has none"
-            url = f"http://127.0.0.1:{ports[0][0]}{hc.path}"
-            conn = http.client.HTTPConnection("127.0.0.1", ports[0][0], timeout=hc.timeout_s)
-            try:
-                conn.request("GET", hc.path or "/")
-                resp = conn.getresponse()
-                resp.read(HEALTH_BODY_MAX_BYTES)
-            except (OSError, http.client.HTTPException) as exc:
-                return False, f"GET {url}: {exc}"
-            finally:
-                conn.close()
-            return 200 <= resp.status < 400, f"GET {url} returned HTTP {resp.status}"
-        proc = subprocess.Popen(["/bin/sh", "-c", hc.command], cwd=c.folder / "sandbox", env=c.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, preexec_fn=SessionGroup().child_setup())
-        try:
-            rc = proc.wait(timeout=hc.timeout_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            proc.wait()
-            return False, f"command {hc.command!r} timed out after {hc.timeout_s:g}s"
-        if rc < 0:
-            return False, f"command {hc.command!r} terminated by signal {_signal_name(-rc)}"
-        return rc == 0, f"command {hc.command!r} exited with status {rc}"
-
-
-# --- helpers ------------------------------------------------------------------------------------------
-def _check_name(what: str, value: str) -> None:
-    """Ids become folder and cgroup names: no separators, no dot-dot, bounded length."""
-    if not NAME_RE.fullmatch(value):
-        raise BadRequest(f"bad {what} {value!r}: use up to 200 letters, digits, '.', '_' and '-'")
-
-
-def cgroup_scope(agent_id: str, root: Path) -> str:
-    """This agent's cgroup folder: its id plus a digest of its container folder, because
-    agent ids ("w1") repeat across the local clusters one machine may run at once; an
-    agent restarted on the same folder finds its previous run's groups again."""
-    digest = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:8]
-    return f"{agent_id}-{digest}"
-
-
-def _memory_message(resources: Resources) -> str:
-    return f"container exceeded its memory limit ({resources.mem:g} MiB)"
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def _exec_problem(argv0: str, path: str, cwd: Path) -> int | None:
-    """The errno execvp would fail with (ENOENT, EACCES), checked before anything starts."""
-    if "/" in argv0:
-        target = argv0 if os.path.isabs(argv0) else os.path.join(cwd, argv0)
-        if not os.path.exists(target):
-            return errno.ENOENT
-        return errno.EACCES if os.path.isdir(target) or not os.access(target, os.X_OK) else None
-    denied = False
-    for d in path.split(os.pathsep):
-        candidate = os.path.join(d or str(cwd), argv0)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return None
-        denied = denied or os.path.exists(candidate)
-    return errno.EACCES if denied else errno.ENOENT
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _save(path: Path, value: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        tmp.write_bytes(msgspec.json.encode(value))
-        os.replace(tmp, path)
-    except FileNotFoundError:  # the folder was removed meanwhile (a concurrent sweep)
-        tmp.unlink(missing_ok=True)
-
-
-def _load(path: Path, kind: type[T]) -> T | None:
-    try:
-        return msgspec.json.decode(path.read_bytes(), type=kind)
-    except (OSError, msgspec.DecodeError):
-        return None

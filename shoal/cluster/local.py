@@ -303,7 +303,25 @@ def stop_cluster(folder: Path, extra: list[dict[str, Any]] = (), popen: dict[int
                 child.wait(STOP_TIMEOUT_S)  # reap our own children
             except subprocess.TimeoutExpired:
                 pass
+    sweep_containers(folder)
     path = folder / CLUSTER_FILE
     if path.exists():
         write_json_atomic(path, {"processes": []})
     return len(entries)
+
+
+def sweep_containers(folder: Path) -> int:
+    """Kill and clean up containers (processes, cgroups) of workers that died without
+    stopping them, e.g. after ``kill -9``; a worker that restarts does the same itself."""
+    from shoal.cluster.containers import ContainerRuntime
+
+    swept = 0
+    for root in sorted((folder / "workers").glob("*/containers")):
+        node_file = root.parent / "node_id"
+        agent_id = node_file.read_text().strip() if node_file.exists() else root.parent.name
+        runtime = ContainerRuntime(root, agent_id=agent_id)
+        try:
+            swept += runtime.sweep_orphans()
+        finally:
+            runtime.shutdown()
+    return swept

@@ -143,7 +143,7 @@ class FrameworkRegistered(msgspec.Struct, frozen=True):
     framework_id: str
 
 
-class Offer(msgspec.Struct, frozen=True):
+class Offer(msgspec.Struct, frozen=True, gc=False):
     """Resources of one agent offered to one framework until accepted, declined or rescinded."""
 
     offer_id: str

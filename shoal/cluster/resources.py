@@ -68,7 +68,7 @@ def range_count(ranges: Iterable[Range]) -> int:
     return sum(hi - lo + 1 for lo, hi in ranges)
 
 
-class Resources(msgspec.Struct, frozen=True):
+class Resources(msgspec.Struct, frozen=True, gc=False):
     """An immutable vector of scalar and range resources; absent kinds are zero."""
 
     scalars: dict[str, float] = {}

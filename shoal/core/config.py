@@ -145,7 +145,9 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
         if d.block_report_every < 1:
             raise ConfigError("dfs.block_report_every must be at least 1")
         for key, value in self.items():
-            if key.startswith("cluster.") and isinstance(value, float) and value <= 0:
+            if key == "cluster.decline_filter_s" and value < 0:
+                raise ConfigError(f"{key} must not be negative (0: no filter)")
+            if key.startswith("cluster.") and key != "cluster.decline_filter_s" and isinstance(value, float) and value <= 0:
                 raise ConfigError(f"{key} must be positive")
         if self.cluster.isolation not in {"auto", "process"}:
             raise ConfigError("cluster.isolation must be auto or process")

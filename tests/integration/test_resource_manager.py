@@ -225,3 +225,16 @@ def test_worker_rejects_malformed_resources(tmp_path: Path) -> None:
     assert "must not be negative" in line
     fails(shoal(None, "up", "-c", str(tmp_path / "c"), "--worker-resources", "cpus:two"), "InvalidResources")
     assert not (tmp_path / "c" / "cluster.json").exists()
+
+
+def test_cluster_agents_and_frameworks_commands(rm_cluster: RunningCluster) -> None:
+    agents = {a["info"]["agent_id"]: a for a in out_json(shoal(rm_cluster.folder, "cluster", "agents", "--json"))}
+    assert set(agents) == {"w1", "w2", "w3"}
+    assert agents["w3"]["info"]["attributes"] == {"rack": "r1", "zone": "west"}
+    assert agents["w2"]["info"]["attributes"] == {"rack": "r2"}
+    assert all(a["info"]["total"]["scalars"]["cpus"] == 2 for a in agents.values())
+    ports = [a["info"]["total"]["ranges"]["ports"][0] for a in agents.values()]
+    assert len({tuple(r) for r in ports}) == 3  # disjoint port ranges per local worker
+    frameworks = out_json(shoal(rm_cluster.folder, "cluster", "frameworks", "--json"))
+    assert "services" in {f["info"]["name"] for f in frameworks}
+    assert "TOTAL" in ok(shoal(rm_cluster.folder, "cluster", "agents")).stdout.decode()

@@ -23,6 +23,7 @@ PURE = [
     "cluster/services_placement.py",
     "cluster/drf.py",
     "cluster/offers.py",
+    "cluster/allocator_events.py",
     "cluster/resources.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pickle", "threading", "subprocess"}
