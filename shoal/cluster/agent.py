@@ -123,7 +123,7 @@ class Agent:
         """Kill every container, tell the master, stop serving."""
         self._stop.set()
         self.runtime.shutdown()
-        self._flush_updates(deadline=time.monotonic() + 2.0)
+        self._flush_updates()
         if self._loop is not None and self._server is not None:
             asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -201,17 +201,16 @@ class Agent:
             log.warning("status update failed (will retry): %s", exc)
             return False
 
-    def _flush_updates(self, deadline: float) -> None:
+    def _flush_updates(self) -> None:
+        """At shutdown: one last attempt to send what the status loop had not sent."""
         batch: list[p.TaskStatus] = []
         while True:
             try:
                 batch.append(self._updates.get_nowait())
             except queue.Empty:
                 break
-        while batch and time.monotonic() < deadline:
-            if self._send(batch):
-                return
-            time.sleep(0.1)  # bounded retry backoff at shutdown, not synchronisation
+        if batch:
+            self._send(batch)
 
     # --- container output ------------------------------------------------------------------------------------
     def _start_server(self) -> None:
@@ -242,4 +241,6 @@ class Agent:
             chunk = self.runtime.read_output(req.task_id, req.stream, req.offset, max_bytes)
             if chunk.data or chunk.finished or time.monotonic() >= deadline:
                 return chunk
-            await asyncio.sleep(OUTPUT_POLL_S)  # poll with a deadline for new bytes
+            # The task writes straight to its files, so nothing signals new bytes:
+            # re-check at a fixed interval until the deadline.
+            await asyncio.sleep(OUTPUT_POLL_S)

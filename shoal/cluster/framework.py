@@ -26,6 +26,7 @@ from shoal.errors import ConnectionLost, RpcTimeout, ShoalError, UnknownFramewor
 
 POLL_WAIT_S = 5.0
 MASTER_UNREACHABLE_S = 30.0  # the poller gives up after this long without the master
+RECONNECT_BACKOFF_S = 0.5  # between polls while the master is unreachable
 
 
 class Framework:
@@ -91,7 +92,7 @@ class Framework:
                 if asyncio.get_running_loop().time() - last_ok > MASTER_UNREACHABLE_S:
                     self._fail(exc)
                     return
-                await asyncio.sleep(0.5)  # retry backoff while the master is unreachable
+                await asyncio.sleep(RECONNECT_BACKOFF_S)
                 continue
             except ShoalError as exc:
                 self._fail(exc)

@@ -181,7 +181,9 @@ class ContainerGroup:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(CGROUP_POLL_S)  # polling with a deadline, not synchronisation
+            # Dying processes leave the group asynchronously and v1 has no event for
+            # "empty": re-check at a fixed interval until the deadline.
+            time.sleep(CGROUP_POLL_S)
 
     def _remove(self) -> bool:
         return True

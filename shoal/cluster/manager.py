@@ -25,6 +25,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import msgspec
+
 from shoal.cluster import offers as a
 from shoal.cluster import protocol as p
 from shoal.cluster.resources import Resources
@@ -494,6 +496,4 @@ class ResourceManager:
 
 
 def _with_agent(spec: p.TaskSpec, agent_id: str) -> p.TaskSpec:
-    if spec.agent_id == agent_id:
-        return spec
-    return p.TaskSpec(spec.task_id, spec.name, spec.command, spec.resources, agent_id, spec.shell, spec.env, spec.health)
+    return spec if spec.agent_id == agent_id else msgspec.structs.replace(spec, agent_id=agent_id)

@@ -52,7 +52,7 @@ from shoal.cluster.allocator_events import (  # re-exported: callers use offers.
 )
 from shoal.cluster.drf import fair_order_key
 from shoal.cluster.protocol import Offer
-from shoal.cluster.resources import SCALE, Resources, range_count
+from shoal.cluster.resources import SCALE, Resources, intersection, normalized, range_count
 from shoal.errors import BadRequest, InvalidResources, UnknownAgent, UnknownFramework, UnknownOffer
 
 # Mesos only offers an agent whose spare resources reach MIN_CPUS or MIN_MEM.
@@ -114,51 +114,6 @@ def _bump(acc: dict[str, int], res: Resources, sign: int) -> None:
 def offerable(res: Resources) -> bool:
     """Enough to be worth an offer (Mesos' MIN_CPUS / MIN_MEM)."""
     return res.scalars.get("cpus", 0.0) >= MIN_OFFER_CPUS or res.scalars.get("mem", 0.0) >= MIN_OFFER_MEM
-
-
-def _clean(res: Resources, what: str) -> Resources:
-    """``res`` in canonical form, refusing negative amounts and malformed ranges."""
-    if _canonical(res):
-        return res
-    try:
-        out = Resources.of(res.scalars)
-    except InvalidResources as exc:
-        raise InvalidResources(f"{what}: {exc}") from None
-    for name, ranges in res.ranges.items():
-        if any(not (0 <= lo <= hi) for lo, hi in ranges):
-            raise InvalidResources(f"{what}: bad {name} ranges {list(ranges)}")
-        out = out.with_ranges(name, ranges)
-    return out
-
-
-def _canonical(res: Resources) -> bool:
-    """Fast path of :func:`_clean`: positive fixed-point scalars, sorted disjoint ranges."""
-    for v in res.scalars.values():
-        if not (0 < v < math.inf) or round(v * SCALE) / SCALE != v:
-            return False
-    for ranges in res.ranges.values():
-        prev = -2
-        for lo, hi in ranges:
-            if not (prev + 1 < lo <= hi):
-                return False
-            prev = hi
-        if not ranges:
-            return False
-    return True
-
-
-def _common(want: Resources, have: Resources) -> Resources:
-    """The part of ``want`` that ``have`` holds (per kind minimum / range intersection)."""
-    scalars = {k: min(v, have.scalars[k]) for k, v in want.scalars.items() if k in have.scalars}
-    out = Resources({k: v for k, v in scalars.items() if v > 0})
-    for name, ranges in want.ranges.items():
-        overlap = [
-            (max(lo, hlo), min(hi, hhi))
-            for lo, hi in ranges for hlo, hhi in have.ranges.get(name, ())
-            if max(lo, hlo) <= min(hi, hhi)
-        ]
-        out = out.with_ranges(name, overlap)
-    return out
 
 
 class ResourceAllocator:
@@ -256,12 +211,12 @@ class ResourceAllocator:
 
     # --- agents ------------------------------------------------------------------------
     def _agent_added(self, ev: AgentAdded, now: float) -> list[AllocatorEffect]:
-        total = _clean(ev.total, f"agent {ev.agent_id} total")
+        total = normalized(ev.total, f"agent {ev.agent_id} total")
         in_use: dict[str, Resources] = {}
         held = EMPTY
         ports = 0
         for fid, res in ev.in_use.items():
-            res = _clean(res, f"agent {ev.agent_id} in use by {fid}")
+            res = normalized(res, f"agent {ev.agent_id} in use by {fid}")
             if res.is_empty():
                 continue
             in_use[fid] = res
@@ -381,7 +336,7 @@ class ResourceAllocator:
 
     def _offer_accepted(self, ev: OfferAccepted, now: float) -> list[AllocatorEffect]:
         fw, offer = self._take_offer(ev.framework_id, ev.offer_id, ev.filter_s)
-        used = _clean(ev.used, f"offer {ev.offer_id}")
+        used = normalized(ev.used, f"offer {ev.offer_id}")
         try:
             rest = offer.resources - used  # checks that the offer contains it
         except InvalidResources:
@@ -439,7 +394,7 @@ class ResourceAllocator:
         if held is None:
             return []
         # Return at most what it holds: a late or duplicate report never goes negative.
-        take = _common(_clean(ev.resources, "recovered resources"), held)
+        take = intersection(normalized(ev.resources, "recovered resources"), held)
         if take.is_empty():
             return []
         rest = held - take

@@ -297,3 +297,48 @@ def attribute_of(agent_id: str, host: str, rack: str, attributes: Mapping[str, s
 def satisfies(agent_id: str, host: str, rack: str, attributes: Mapping[str, str],
               constraints: Iterable[tuple[str, str]]) -> bool:
     return all(attribute_of(agent_id, host, rack, attributes, k) == v for k, v in constraints)
+
+
+def normalized(res: Resources, what: str) -> Resources:
+    """``res`` in canonical form, refusing negative amounts and malformed ranges."""
+    if _canonical(res):
+        return res
+    try:
+        out = Resources.of(res.scalars)
+    except InvalidResources as exc:
+        raise InvalidResources(f"{what}: {exc}") from None
+    for name, ranges in res.ranges.items():
+        if any(not (0 <= lo <= hi) for lo, hi in ranges):
+            raise InvalidResources(f"{what}: bad {name} ranges {list(ranges)}")
+        out = out.with_ranges(name, ranges)
+    return out
+
+
+def _canonical(res: Resources) -> bool:
+    """Fast path of :func:`normalized`: positive fixed-point scalars, sorted disjoint ranges."""
+    for v in res.scalars.values():
+        if not (0 < v < math.inf) or round(v * SCALE) / SCALE != v:
+            return False
+    for ranges in res.ranges.values():
+        prev = -2
+        for lo, hi in ranges:
+            if not (prev + 1 < lo <= hi):
+                return False
+            prev = hi
+        if not ranges:
+            return False
+    return True
+
+
+def intersection(want: Resources, have: Resources) -> Resources:
+    """The part of ``want`` that ``have`` holds (per kind minimum / range intersection)."""
+    scalars = {k: min(v, have.scalars[k]) for k, v in want.scalars.items() if k in have.scalars}
+    out = Resources({k: v for k, v in scalars.items() if v > 0})
+    for name, ranges in want.ranges.items():
+        overlap = [
+            (max(lo, hlo), min(hi, hhi))
+            for lo, hi in ranges for hlo, hhi in have.ranges.get(name, ())
+            if max(lo, hlo) <= min(hi, hhi)
+        ]
+        out = out.with_ranges(name, overlap)
+    return out

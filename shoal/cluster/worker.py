@@ -22,6 +22,7 @@ from shoal.errors import ShoalError
 ADDRESS_FILE = "address.json"
 NODE_ID_FILE = "node_id"
 REGISTER_DEADLINE_S = 30.0
+REGISTER_RETRY_S = 0.2  # retry interval while the master starts
 
 
 def stable_node_id(folder: Path, requested: str | None) -> str:
@@ -35,6 +36,19 @@ def stable_node_id(folder: Path, requested: str | None) -> str:
     node_id = "w-" + secrets.token_hex(4)
     path.write_text(node_id)
     return node_id
+
+
+def _register(start, what: str, deadline: float, stop: threading.Event, log) -> None:
+    """Call ``start`` until the master answers (it may still be starting up)."""
+    while True:
+        try:
+            start()
+            return
+        except ShoalError as exc:
+            if time.monotonic() > deadline or stop.is_set():
+                raise
+            log.warning("%s cannot register with master yet: %s", what, exc)
+            stop.wait(REGISTER_RETRY_S)
 
 
 def serve_worker(
@@ -72,28 +86,12 @@ def serve_worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     deadline = time.monotonic() + REGISTER_DEADLINE_S
-    while True:
-        try:
-            datanode.start()
-            break
-        except ShoalError as exc:
-            if time.monotonic() > deadline or stop.is_set():
-                raise
-            log.warning("cannot register with master yet: %s", exc)
-            stop.wait(0.2)
+    _register(datanode.start, "data node", deadline, stop, log)
     agent = Agent(
         agent_id=node_id, folder=folder, host=host, rack=rack, master=master, secret=secret,
         config=config, resources=resources, attributes=attributes,
     )
-    while True:
-        try:
-            agent.start()
-            break
-        except ShoalError as exc:
-            if time.monotonic() > deadline or stop.is_set():
-                raise
-            log.warning("agent cannot register with master yet: %s", exc)
-            stop.wait(0.2)
+    _register(agent.start, "agent", deadline, stop, log)
     write_json_atomic(
         folder / ADDRESS_FILE,
         {

@@ -178,3 +178,28 @@ def test_failing_service_backs_off_and_reports_why(make_cluster) -> None:
     seen = attempts()
     assert all(c["state"] in ("failed", "staging", "running") for c in seen)
     assert len({c["task_id"] for c in seen}) == len(seen)  # a new task id each time
+
+
+def test_service_instances_are_adopted_after_a_master_restart(make_cluster) -> None:
+    """The master is killed with -9 and restarted on its port: the service definition
+    comes back from services.json and the running instances are adopted as the agents
+    re-register, neither killed nor duplicated."""
+    from tests.faults.test_master_restart import kill_master, restart_master
+
+    rc = make_cluster(workers=2, racks=1)
+    ok(shoal(rc.folder, "service", "create", "keep", "--instances", "2", "--mem", "32M", "--",
+             "sleep", "600"))
+
+    def running_ids() -> set[str]:
+        return {c["task_id"] for c in out_json(shoal(rc.folder, "ps", "--json")) if c["state"] == "running"}
+
+    wait_until(lambda: len(running_ids()) == 2, timeout_s=30)
+    before = running_ids()
+    port = kill_master(rc)
+    restart_master(rc, port, workers=2)
+    wait_until(lambda: running_ids() == before, timeout_s=30)
+    status = out_json(shoal(rc.folder, "service", "ls", "--json"))
+    assert [(s["spec"]["name"], s["running"]) for s in status] == [("keep", 2)]
+    assert {i["task_id"] for i in status[0]["instances"]} == before
+    # Nothing new was launched meanwhile: the only containers ever seen are the originals.
+    assert {c["task_id"] for c in out_json(shoal(rc.folder, "ps", "--all", "--json"))} == before
