@@ -179,3 +179,28 @@ class ContainerError(ShoalError):
 
 class TaskFailed(ShoalError):
     """A task ended in a failed, killed or lost state."""
+
+
+# --- compute engine --------------------------------------------------------------------
+class SerializationError(ShoalError):
+    """A function or record could not be pickled (the message names what)."""
+
+
+class JobFailed(ShoalError):
+    """A compute job failed for a reason other than an exception in user code."""
+
+
+class JobCancelled(JobFailed):
+    """A compute job was cancelled (Ctrl-C, ``cancelJobGroup``, context stopped)."""
+
+
+class FetchFailed(ShoalError):
+    """A reducer could not fetch a map output: the map task must run again."""
+
+    def __init__(self, message: str, shuffle_id: int = -1, map_index: int = -1, node_id: str = "") -> None:
+        super().__init__(message)
+        self.shuffle_id, self.map_index, self.node_id = shuffle_id, map_index, node_id
+
+
+class RemoteTraceback(ShoalError):
+    """The traceback of an exception raised in user code on an executor."""

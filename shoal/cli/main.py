@@ -13,6 +13,7 @@ from rich.table import Table
 
 from shoal.cli.common import cluster_option, cluster_target, connect, fail, friendly_errors, json_option, print_json
 from shoal.cli.cluster import cluster_group
+from shoal.cli.compute import jobs, submit
 from shoal.cli.containers import ps, run
 from shoal.cli.dfsadmin import dfs_group
 from shoal.cli.services import service_group
@@ -237,6 +238,8 @@ cli.add_command(cluster_group)
 cli.add_command(run)
 cli.add_command(ps)
 cli.add_command(service_group)
+cli.add_command(submit)
+cli.add_command(jobs)
 
 
 def main() -> None:

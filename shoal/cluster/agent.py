@@ -77,6 +77,7 @@ class Agent:
         config: Config,
         resources: str | None = None,
         attributes: str | None = None,
+        node_env: dict[str, str] | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.folder = folder
@@ -99,6 +100,7 @@ class Agent:
             memory_poll_s=config.cluster.memory_poll_s,
             on_status=self._updates.put,
             log=log,
+            node_env=node_env,
         )
         self.rpc_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None

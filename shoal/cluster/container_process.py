@@ -30,10 +30,16 @@ class SpawnError(Exception):
     """The container's process could not start; the message says why (for its status)."""
 
 
-def environment(spec: TaskSpec, sandbox: Path, host: str, agent_id: str) -> dict[str, str]:
-    """The agent's environment without SHOAL_* (secrets), the task's, then the runtime's facts."""
+def environment(spec: TaskSpec, sandbox: Path, host: str, agent_id: str,
+                node_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment without SHOAL_* (secrets), the task's, then the runtime's facts.
+
+    ``node_env`` holds the worker's own facts for every container (its shuffle service's
+    ``SHOAL_SHUFFLE_SERVICE=host:port`` and ``SHOAL_SHUFFLE_DIR``).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     env.update(spec.env)
+    env.update(node_env or {})
     env.update(HOST=host, SANDBOX=str(sandbox), SHOAL_SANDBOX=str(sandbox), SHOAL_TASK_ID=spec.task_id,
                SHOAL_AGENT_ID=agent_id)
     ports = [port for lo, hi in spec.resources.ports() for port in range(lo, hi + 1)]

@@ -88,8 +88,10 @@ class ContainerRuntime:
 
     def __init__(self, root: Path, *, agent_id: str, isolation: str = "auto", kill_grace_s: float = 3.0,
                  memory_poll_s: float = 0.2, on_status: Callable[[TaskStatus], None] = lambda s: None,
-                 log: logging.Logger | None = None, host: str | None = None) -> None:
+                 log: logging.Logger | None = None, host: str | None = None,
+                 node_env: dict[str, str] | None = None) -> None:
         check_name("agent id", agent_id)
+        self.node_env = dict(node_env or {})  # set in every container's environment
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.agent_id = agent_id
@@ -268,7 +270,7 @@ class ContainerRuntime:
         if reason is not None:  # killed while staging
             self._end(c, reason[0], reason[1], None)
             return
-        c.env = environment(c.spec, c.folder / "sandbox", self._host, self.agent_id)
+        c.env = environment(c.spec, c.folder / "sandbox", self._host, self.agent_id, self.node_env)
         try:
             proc, group = spawn(c.spec, c.framework_id, c.folder, c.env, self._isolator, self.log)
         except SpawnError as exc:

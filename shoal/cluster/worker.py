@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from shoal.cluster.agent import Agent
+from shoal.compute.shuffle_service import ShuffleService
 from shoal.core.config import Config
 from shoal.core.node import setup_logging, write_json_atomic
 from shoal.dfs.client import DFSClient
@@ -20,6 +21,7 @@ from shoal.dfs.webhdfs_data import DatanodeHttpThread
 from shoal.errors import ShoalError
 
 ADDRESS_FILE = "address.json"
+SHUFFLE_DIR = "shuffle"  # map outputs of the executors on this worker, served by its shuffle service
 NODE_ID_FILE = "node_id"
 REGISTER_DEADLINE_S = 30.0
 REGISTER_RETRY_S = 0.2  # retry interval while the master starts
@@ -85,22 +87,27 @@ def serve_worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # The shuffle service outlives executors: their map outputs stay fetchable after they exit.
+    shuffle_dir = (folder / SHUFFLE_DIR).resolve()
+    shuffle = ShuffleService(shuffle_dir, secret=secret, host=host, config=config.rpc).start()
     deadline = time.monotonic() + REGISTER_DEADLINE_S
     _register(datanode.start, "data node", deadline, stop, log)
     agent = Agent(
         agent_id=node_id, folder=folder, host=host, rack=rack, master=master, secret=secret,
         config=config, resources=resources, attributes=attributes,
+        node_env={"SHOAL_SHUFFLE_SERVICE": f"{host}:{shuffle.port}", "SHOAL_SHUFFLE_DIR": str(shuffle_dir)},
     )
     _register(agent.start, "agent", deadline, stop, log)
     write_json_atomic(
         folder / ADDRESS_FILE,
         {
             "node_id": node_id, "host": host, "data_port": datanode.port, "http_port": http_port,
-            "agent_port": agent.rpc_port, "rack": rack, "pid": os.getpid(),
+            "agent_port": agent.rpc_port, "shuffle_port": shuffle.port, "rack": rack, "pid": os.getpid(),
         },
     )
     stop.wait()
     log.info("worker %s stopping", node_id)
     agent.stop()
+    shuffle.stop()
     http.stop()
     datanode.stop()

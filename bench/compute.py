@@ -1,0 +1,938 @@
+"""Compute engine benchmark: shoal local[2] against PySpark, Dask and plain Python.
+
+Three workloads, each peer run as a fresh interpreter (a separate process, timed
+wall-clock from spawn to exit, start-up included), in the same invocation:
+
+    wordcount  the PySpark-style program on a Zipf-like text corpus of --size bytes:
+               textFile(path).flatMap(str.split).map(lambda w: (w, 1))
+                   .reduceByKey(operator.add).collect()
+    sort       on --size bytes of 100-byte gensort-like records (10-byte key):
+               textFile(path).map(lambda l: (l[:10], l[10:])).sortByKey()
+                   .map(lambda kv: kv[0] + kv[1]).saveAsTextFile(out)
+    tiny       a one-line job, start-up included:
+               SparkContext("local[2]"); parallelize(range(100)).map(x*x).sum(); stop()
+
+Peers (--peers):
+    shoal       shoal.spark SparkContext("local[2]"), the programs above
+    pyspark     PySpark RDD API, local[2], the same programs
+    pyspark-df  PySpark DataFrames, local[2]: split/explode/groupBy().count();
+                orderBy(key).write.text; spark.range(100) sum of squares
+    dask        Dask bag, processes scheduler with 2 workers: read_text().str.split()
+                .flatten().frequencies(); from_sequence().map().sum() (no sort: a
+                bag has none, recorded as skipped)
+    python      one process: Counter over split lines; sorted(lines) to one file
+    gnu-sort    LC_ALL=C sort -S 50% --parallel=2 (sort only)
+
+Outputs are checked (untimed): word counts (distinct words, total, top 10) must agree
+across peers; a sort's part files, concatenated in name order, must hold every input
+record, sorted by key. Ratios are peer seconds / shoal seconds (shoal's speed-up).
+Goals: wordcount >= 5x and sort >= 3x faster than PySpark RDD; the tiny job < 0.5 s.
+
+Inputs are generated once (seeded, numpy) and cached in --data-dir. A peer that
+cannot run (shoal.spark not importable yet, no Java for PySpark, a package missing)
+gets {"error": ...} and the others go on. One JSON object goes to stdout, a table
+and progress to stderr.
+
+    .venv/bin/python bench/compute.py --size 64M                # a quick run
+    .venv/bin/python bench/compute.py --repeat 3 > compute.json # 1 GiB, medians of 3
+    .venv/bin/python bench/compute.py --only tiny --peers shoal,dask --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Sample, emit, log, machine_info, mb_per_s, median, rounded, size_arg, timed  # noqa: E402
+from _compute_data import (  # noqa: E402
+    DEFAULT_SEED,
+    RecordsDigest,
+    ensure_corpus,
+    ensure_sort_records,
+    records_digest,
+    sort_records_bytes,
+)
+
+from shoal.core.units import format_size  # noqa: E402
+
+PEERS = ("shoal", "pyspark", "pyspark-df", "dask", "python", "gnu-sort")
+WORKLOADS = ("wordcount", "sort", "tiny")
+PEERS_OF = {
+    "wordcount": ("shoal", "pyspark", "pyspark-df", "dask", "python"),
+    "sort": ("shoal", "pyspark", "pyspark-df", "dask", "python", "gnu-sort"),
+    "tiny": ("shoal", "pyspark", "pyspark-df", "dask", "python"),
+}
+SKIPPED = {("sort", "dask"): "skipped: dask bag has no sort"}
+DESCRIPTIONS = {
+    "shoal": "shoal.spark SparkContext('local[2]') RDD program",
+    "pyspark": "PySpark RDD API, local[2], spark.driver.memory=2g, UI off",
+    "pyspark-df": "PySpark DataFrame API, local[2], spark.driver.memory=2g, UI off",
+    "dask": "Dask bag, scheduler='processes', num_workers=2",
+    "python": "single-process CPython",
+    "gnu-sort": "LC_ALL=C sort -S 50% --parallel=2 -o out input",
+}
+WORKLOAD_WHAT = {
+    "wordcount": "word count of the corpus; result collected to the driver (distinct words, total, top 10)",
+    "sort": "sort of 100-byte records by their 10-byte key, written as files into an output folder",
+    "tiny": "sum of squares of range(100) in a fresh interpreter, context start-up and stop included",
+}
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "out" / "compute-data"  # bench/out/ is git-ignored
+DASK_BLOCKSIZE = 32 * 1024 * 1024
+TINY_EXPECTED = sum(x * x for x in range(100))
+GOAL_WORDCOUNT_X = 5.0
+GOAL_SORT_X = 3.0
+GOAL_TINY_S = 0.5
+BUSY_FRACTION = 0.25
+# The issue's reference figures for this kind of machine (2 cores), 1 GiB inputs, medians, seconds.
+REFERENCE_1GIB_S = {
+    "wordcount": {"pyspark": 94, "pyspark-df": 30, "dask": 27, "python": 42},
+    "sort": {"pyspark": 64, "pyspark-df": 30, "python": 21, "gnu-sort": 11},
+    "tiny": {"pyspark": 9.3, "dask": 0.8},
+}
+LOG_TAIL_LINES = 12
+GROUP_POLL_S = 0.25
+
+
+# --- the peers' programs -------------------------------------------------------------------
+# Each program runs as `python prog.py INPUT OUTPUT RESULT OPTIONS_JSON` and writes a small
+# JSON result; ready_s is import + context creation, job_s the rest (both inside the
+# interpreter, so the parent's wall time minus their sum is interpreter start and exit).
+PRELUDE = '''\
+import json, os, sys, time
+T_START = time.perf_counter()
+INPUT, OUTPUT, RESULT = sys.argv[1:4]
+OPTIONS = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+
+
+def report(result, t_ready):
+    result["ready_s"] = t_ready - T_START
+    result["job_s"] = time.perf_counter() - t_ready
+    with open(RESULT, "w") as f:
+        json.dump(result, f)
+
+
+def summary(pairs):
+    pairs = list(pairs)
+    top = sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:10]
+    return {"distinct": len(pairs), "total": sum(c for _, c in pairs), "top10": [[w, c] for w, c in top]}
+
+'''
+
+SHOAL_CONTEXT = '''\
+from shoal.spark import SparkContext
+
+
+def context(name):
+    return SparkContext("local[2]", name)
+
+'''
+
+PYSPARK_CONTEXT = '''\
+from pyspark import SparkConf, SparkContext
+
+
+def context(name):
+    conf = SparkConf().set("spark.driver.memory", "2g").set("spark.ui.enabled", "false")
+    sc = SparkContext("local[2]", name, conf=conf)
+    sc.setLogLevel("WARN")
+    return sc
+
+'''
+
+RDD_BODY = {
+    "wordcount": '''\
+import operator
+
+
+def main():
+    sc = context("wordcount")
+    t_ready = time.perf_counter()
+    counts = sc.textFile(INPUT).flatMap(str.split).map(lambda w: (w, 1)).reduceByKey(operator.add)
+    result = summary(counts.collect())
+    sc.stop()
+    report(result, t_ready)
+''',
+    "sort": '''\
+def main():
+    sc = context("sort")
+    t_ready = time.perf_counter()
+    (sc.textFile(INPUT).map(lambda l: (l[:10], l[10:])).sortByKey()
+       .map(lambda kv: kv[0] + kv[1]).saveAsTextFile(OUTPUT))
+    sc.stop()
+    report({}, t_ready)
+''',
+    "tiny": '''\
+def main():
+    sc = context("tiny")
+    t_ready = time.perf_counter()
+    value = sc.parallelize(range(100)).map(lambda x: x * x).sum()
+    sc.stop()
+    report({"value": value}, t_ready)
+''',
+}
+
+DF_CONTEXT = '''\
+from pyspark.sql import SparkSession, functions as F
+
+
+def session(name):
+    spark = (SparkSession.builder.master("local[2]").appName(name)
+             .config("spark.driver.memory", "2g").config("spark.ui.enabled", "false").getOrCreate())
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+'''
+
+DF_BODY = {
+    "wordcount": '''\
+def main():
+    spark = session("wordcount")
+    t_ready = time.perf_counter()
+    words = spark.read.text(INPUT).select(F.explode(F.split("value", r"\\s+")).alias("word"))
+    rows = words.where(F.col("word") != "").groupBy("word").count().collect()
+    result = summary((r[0], r[1]) for r in rows)
+    spark.stop()
+    report(result, t_ready)
+''',
+    "sort": '''\
+def main():
+    spark = session("sort")
+    t_ready = time.perf_counter()
+    spark.read.text(INPUT).orderBy(F.substring("value", 1, 10)).write.text(OUTPUT)
+    spark.stop()
+    report({}, t_ready)
+''',
+    "tiny": '''\
+def main():
+    spark = session("tiny")
+    t_ready = time.perf_counter()
+    value = spark.range(100).select(F.sum(F.col("id") * F.col("id"))).collect()[0][0]
+    spark.stop()
+    report({"value": value}, t_ready)
+''',
+}
+
+DASK_CONTEXT = '''\
+import dask
+import dask.bag as db
+
+'''
+
+DASK_BODY = {
+    "wordcount": '''\
+def main():
+    dask.config.set(scheduler="processes", num_workers=2)
+    t_ready = time.perf_counter()
+    bag = db.read_text(INPUT, blocksize=OPTIONS["blocksize"])
+    freq = bag.str.split().flatten().frequencies().compute()
+    report(summary(freq), t_ready)
+''',
+    "tiny": '''\
+def main():
+    dask.config.set(scheduler="processes", num_workers=2)
+    t_ready = time.perf_counter()
+    value = db.from_sequence(range(100), npartitions=2).map(lambda x: x * x).sum().compute()
+    report({"value": value}, t_ready)
+''',
+}
+
+PYTHON_BODY = {
+    "wordcount": '''\
+from collections import Counter
+
+
+def main():
+    t_ready = time.perf_counter()
+    counts = Counter()
+    with open(INPUT, encoding="utf-8") as f:
+        while True:
+            lines = f.readlines(1 << 24)
+            if not lines:
+                break
+            counts.update("".join(lines).split())
+    report(summary(counts.items()), t_ready)
+''',
+    "sort": '''\
+def main():
+    t_ready = time.perf_counter()
+    with open(INPUT, "rb") as f:
+        lines = f.readlines()
+    lines.sort()
+    os.makedirs(OUTPUT, exist_ok=True)
+    with open(os.path.join(OUTPUT, "part-00000"), "wb") as f:
+        f.writelines(lines)
+    report({}, t_ready)
+''',
+    "tiny": '''\
+def main():
+    t_ready = time.perf_counter()
+    value = sum(x * x for x in range(100))
+    report({"value": value}, t_ready)
+''',
+}
+
+MAIN_GUARD = '''
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def program_source(peer: str, workload: str) -> str:
+    """The Python program a peer runs for a workload (gnu-sort has none)."""
+    if peer in ("shoal", "pyspark"):
+        head = SHOAL_CONTEXT if peer == "shoal" else PYSPARK_CONTEXT
+        body = RDD_BODY[workload]
+    elif peer == "pyspark-df":
+        head, body = DF_CONTEXT, DF_BODY[workload]
+    elif peer == "dask":
+        head, body = DASK_CONTEXT, DASK_BODY[workload]
+    elif peer == "python":
+        head, body = "", PYTHON_BODY[workload]
+    else:
+        raise ValueError(f"{peer} has no Python program")
+    return PRELUDE + head + body + MAIN_GUARD
+
+
+# --- arguments -----------------------------------------------------------------------------
+def _csv_choice(allowed: tuple[str, ...], what: str) -> Any:
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"unknown {what}: {', '.join(bad) or text!r} (choose from {', '.join(allowed)})")
+        return list(dict.fromkeys(items))
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=size_arg, default=size_arg("1G"), help="size of each input, e.g. 64M, 1G (default 1G)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of every peer; medians are reported (default 1)")
+    ap.add_argument(
+        "--only", type=_csv_choice(WORKLOADS, "workload"), default=list(WORKLOADS),
+        help=f"comma-separated workloads to run (default {','.join(WORKLOADS)})",
+    )
+    ap.add_argument(
+        "--peers", type=_csv_choice(PEERS, "peer"), default=list(PEERS),
+        help=f"comma-separated peers to run (default {','.join(PEERS)})",
+    )
+    ap.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+        help="where generated inputs are cached (default bench/out/compute-data, git-ignored)",
+    )
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the generated inputs")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one peer run may take before it is killed (default 1800)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None,
+        help="parent folder for outputs, programs and logs (default: the temp dir); a fresh subfolder is "
+        "made in it and removed afterwards unless --keep",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (programs, logs)")
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    if args.timeout <= 0:
+        ap.error("--timeout must be positive")
+    if "sort" in args.only and sort_records_bytes(args.size) == 0:
+        ap.error("--size is smaller than one 100-byte sort record")
+    return args
+
+
+# --- which peers can run -------------------------------------------------------------------
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _probe_import(module: str, env: dict[str, str]) -> tuple[str | None, str | None]:
+    """(version, None) when ``module`` imports in a fresh interpreter, else (None, error)."""
+    code = (
+        f"import importlib, sys\nm = importlib.import_module({module!r})\n"
+        "root = sys.modules[m.__name__.split('.')[0]]\nprint(getattr(root, '__version__', '?'))"
+    )
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    except subprocess.TimeoutExpired:
+        return None, f"import {module} took more than 120 s"
+    if p.returncode != 0:
+        last = _tail(p.stderr, 1) or f"exit status {p.returncode}"
+        return None, f"import {module} failed: {last}"
+    return p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "?", None
+
+
+def java_status(env: dict[str, str]) -> tuple[str | None, str | None]:
+    """(java -version's first line, None), or (None, why PySpark cannot start)."""
+    java_home = env.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java", path=env.get("PATH"))
+    if not java or not os.access(java, os.X_OK):
+        where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no java on PATH and JAVA_HOME is not set"
+        return None, (
+            f"Java not found ({where}): the PySpark peers need a Java runtime (17 or newer for PySpark 4), "
+            "e.g. apt-get install openjdk-17-jre-headless"
+        )
+    try:
+        p = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{java} -version failed: {exc}"
+    if p.returncode != 0:
+        return None, f"{java} -version failed: {_tail(p.stderr, 1)}"
+    out = (p.stderr or p.stdout).strip().splitlines()
+    return (out[0] if out else java), None
+
+
+def gnu_sort_status() -> tuple[str | None, str | None]:
+    sort = shutil.which("sort")
+    if not sort:
+        return None, "no sort on PATH"
+    try:
+        p = subprocess.run([sort, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"sort --version failed: {exc}"
+    first = p.stdout.strip().splitlines()[0] if p.stdout.strip() else ""
+    if p.returncode != 0 or "GNU" not in first:
+        return None, f"sort is not GNU sort ({first or 'no --version'}); --parallel and -S need GNU coreutils"
+    return first, None
+
+
+def peer_status(peers: list[str], env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """For each peer: {"ok": True, versions...} or {"ok": False, "error": ...}."""
+    status: dict[str, dict[str, Any]] = {}
+    java: tuple[str | None, str | None] | None = None
+    pyspark: tuple[str | None, str | None] | None = None
+    for peer in peers:
+        info: dict[str, Any] = {"ok": True, "description": DESCRIPTIONS[peer]}
+        error = None
+        if peer == "shoal":
+            version, error = _probe_import("shoal.spark", env)
+            info["version"] = version
+        elif peer in ("pyspark", "pyspark-df"):
+            pyspark = pyspark or _probe_import("pyspark", env)
+            java = java or java_status(env)
+            info["version"], info["java"] = pyspark[0], java[0]
+            error = pyspark[1] or java[1]
+        elif peer == "dask":
+            info["version"], error = _probe_import("dask.bag", env)
+        elif peer == "python":
+            info["version"] = sys.version.split()[0]
+        elif peer == "gnu-sort":
+            info["version"], error = gnu_sort_status()
+        if error:
+            info = {"ok": False, "error": error, "description": DESCRIPTIONS[peer]}
+        status[peer] = info
+    return status
+
+
+def peer_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no host name look-up, loopback only
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# --- running one peer once -----------------------------------------------------------------
+@dataclass
+class Run:
+    sample: Sample
+    error: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+    check: dict[str, Any] = field(default_factory=dict)
+
+
+def session_procs(sid: int) -> list[psutil.Process]:
+    """The processes of session ``sid``: a run's process and all it started (PySpark's
+    Python daemon moves to a process group of its own, but stays in the session)."""
+    procs = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                procs.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return procs
+
+
+def end_session(sid: int, grace_s: float) -> int:
+    """Wait (untimed) up to ``grace_s`` for what a run left behind (a JVM shutting down,
+    pool workers) to exit, then SIGKILL what is left of the run's own session.
+    Returns how many processes had to be killed."""
+    deadline = time.monotonic() + grace_s
+    left = session_procs(sid)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = session_procs(sid)
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(left, timeout=5)
+    return len(left)
+
+
+class SessionCpu(threading.Thread):
+    """Polls (4 times a second) the CPU seconds of every process in one session: a JVM
+    or a pool worker that its parent never reaps is missing from RUSAGE_CHILDREN."""
+
+    def __init__(self, sid: int) -> None:
+        super().__init__(daemon=True)
+        self.sid = sid
+        self.seen: dict[tuple[int, float], float] = {}  # (pid, create time) -> cpu seconds
+        self.done = threading.Event()
+
+    def poll(self) -> None:
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) != self.sid:
+                    continue
+                t = proc.cpu_times()
+                self.seen[(proc.pid, proc.create_time())] = t.user + t.system
+            except (OSError, psutil.Error):
+                continue
+
+    def run(self) -> None:
+        while not self.done.wait(GROUP_POLL_S):
+            self.poll()
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+def run_command(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float) -> tuple[Sample, str | None]:
+    """Spawn ``cmd`` in a session of its own, time it to its exit; kill it at ``timeout``.
+    The sample's children_cpu_s counts the whole session (the larger of RUSAGE_CHILDREN
+    and the polled CPU of its processes)."""
+    outcome: dict[str, Any] = {}
+
+    def go() -> None:
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            outcome["pid"] = proc.pid
+            poller = SessionCpu(proc.pid)
+            poller.start()
+            try:
+                outcome["rc"] = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                outcome["timeout"] = True
+                end_session(proc.pid, grace_s=0.0)
+                proc.wait()
+            outcome["group_cpu_s"] = poller.stop()
+
+    sample = timed(go)
+    missed = max(0.0, outcome.get("group_cpu_s", 0.0) - sample.children_cpu_s)
+    sample.children_cpu_s += missed
+    sample.other_cpu_s = max(0.0, sample.other_cpu_s - missed)
+    if "pid" in outcome:
+        end_session(outcome["pid"], grace_s=10.0)
+    if outcome.get("timeout"):
+        return sample, f"timeout: killed after {timeout:g} s"
+    if outcome.get("rc"):
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        return sample, f"exit status {outcome['rc']}: {_tail(text)}"
+    return sample, None
+
+
+@dataclass
+class Workload:
+    name: str
+    input: Path | None
+    input_bytes: int
+    work: Path
+    env: dict[str, str]
+    timeout: float
+    input_digest: RecordsDigest | None = None
+
+    def run_once(self, peer: str, run_no: int) -> Run:
+        tag = f"{self.name}-{peer}-{run_no}"
+        out = self.work / "out" / tag
+        result_path = self.work / "results" / f"{tag}.json"
+        log_path = self.work / "logs" / f"{tag}.log"
+        for p in (out.parent, result_path.parent, log_path.parent):
+            p.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(out, ignore_errors=True)
+        result_path.unlink(missing_ok=True)
+        if peer == "gnu-sort":
+            out.mkdir()
+            cmd = ["sort", "-S", "50%", "--parallel=2", "-o", str(out / "part-00000"), str(self.input)]
+            env = {**self.env, "LC_ALL": "C"}
+        else:
+            prog = self.work / "programs" / f"{self.name}_{peer.replace('-', '_')}.py"
+            if not prog.exists():
+                prog.parent.mkdir(parents=True, exist_ok=True)
+                prog.write_text(program_source(peer, self.name))
+            options = {"blocksize": DASK_BLOCKSIZE}
+            cmd = [sys.executable, str(prog), str(self.input or "-"), str(out), str(result_path), json.dumps(options)]
+            env = self.env
+        os.sync()  # untimed: no run inherits another's dirty pages
+        sample, error = run_command(cmd, env, log_path, self.timeout)
+        run = Run(sample, error)
+        if error is None and peer != "gnu-sort":
+            try:
+                run.result = json.loads(result_path.read_text())
+            except (OSError, ValueError) as exc:
+                run.error = f"the program exited 0 but left no result ({exc})"
+        if run.error is None:
+            run.check = self.check(run, out)
+        shutil.rmtree(out, ignore_errors=True)
+        return run
+
+    def check(self, run: Run, out: Path) -> dict[str, Any]:
+        """Untimed checks that need only this run (word counts are compared later)."""
+        if self.name == "tiny":
+            value = run.result.get("value")
+            return {"ok": value == TINY_EXPECTED, "value": value, "expected": TINY_EXPECTED}
+        if self.name == "sort":
+            files = output_files(out)
+            if not files:
+                return {"ok": False, "detail": f"no output files in {out}"}
+            digest = records_digest(files)
+            want = self.input_digest
+            assert want is not None
+            ok = (
+                digest.records == want.records
+                and digest.checksum == want.checksum
+                and digest.sorted_by_key
+                and digest.well_formed
+            )
+            detail = None if ok else (
+                digest.first_problem
+                or f"{digest.records} records, checksum {digest.checksum:016x}; input has "
+                f"{want.records} records, checksum {want.checksum:016x}"
+            )
+            return {"ok": ok, "files": len(files), **digest.to_json(), "detail": detail}
+        return {}  # wordcount: compared across peers
+
+
+def output_files(out: Path) -> list[Path]:
+    """A Spark-style output folder's data files in part order (part-*, else every visible file)."""
+    if not out.is_dir():
+        return []
+    files = sorted(p for p in out.iterdir() if p.is_file() and p.name.startswith("part-"))
+    if not files:
+        files = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith((".", "_")))
+    return files
+
+
+def warm(path: Path) -> None:
+    """Read a file once so that every peer starts with it in the page cache."""
+    with open(path, "rb") as f:
+        while f.read(16 * 1024 * 1024):
+            pass
+
+
+# --- the benchmark -------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    parent = (args.workdir or Path(tempfile.gettempdir())).resolve()
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-compute-", dir=parent))
+    try:
+        return run_in(args, work)
+    finally:
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    env = peer_env()
+    log(f"work folder {work}")
+    machine = machine_info(work, tools=("sort",))
+    needed = 0
+    if set(args.only) & {"wordcount", "sort"}:
+        needed = 4 * args.size  # sort output + shuffle files, with slack
+        if machine["disk_free_bytes"] < needed:
+            raise SystemExit(f"need about {format_size(needed)} free in {work}, have {machine['disk_free']}")
+
+    log("checking which peers can run")
+    status = peer_status(args.peers, env)
+    for peer, st in status.items():
+        log(f"  {peer:11s} {'ok ' + str(st.get('version')) if st['ok'] else 'ERROR ' + st['error']}")
+
+    data: dict[str, Any] = {}
+    inputs: dict[str, tuple[Path | None, int]] = {"tiny": (None, 0)}
+    if "wordcount" in args.only:
+        log(f"corpus: {format_size(args.size)} in {args.data_dir}")
+        corpus = ensure_corpus(args.data_dir, args.size, args.seed)
+        log(f"  {'generated in %.1f s' % corpus.generate_s if corpus.generated else 'cached'}: {corpus.path}")
+        data["corpus"] = corpus.to_json()
+        inputs["wordcount"] = (corpus.path, corpus.nbytes)
+    input_digest = None
+    if "sort" in args.only:
+        log(f"sort records: {format_size(sort_records_bytes(args.size))} in {args.data_dir}")
+        records = ensure_sort_records(args.data_dir, args.size, args.seed)
+        log(f"  {'generated in %.1f s' % records.generate_s if records.generated else 'cached'}: {records.path}")
+        t0 = time.perf_counter()
+        input_digest = records_digest([records.path])
+        data["sort_records"] = {**records.to_json(), "input_digest": input_digest.to_json(), "digest_s": rounded(time.perf_counter() - t0, 2)}
+        inputs["sort"] = (records.path, records.nbytes)
+
+    workloads: dict[str, Any] = {}
+    for name in WORKLOADS:
+        if name not in args.only:
+            continue
+        path, nbytes = inputs[name]
+        wl = Workload(name, path, nbytes, work, env, args.timeout, input_digest)
+        workloads[name] = run_workload(wl, args, status)
+
+    goals = evaluate_goals(workloads)
+    evaluated = [g["goal_met"] for g in goals.values()]
+    result = {
+        "benchmark": "compute",
+        "size_bytes": args.size,
+        "size": format_size(args.size),
+        "repeat": args.repeat,
+        "unit": "seconds of wall-clock time per peer run, process spawn to exit (start-up included)",
+        "workloads": workloads,
+        "ratios": {name: w["ratios"] for name, w in workloads.items()},
+        "goals": goals,
+        "all_goals_met": bool(evaluated) and all(g is True for g in evaluated),
+        "warnings": warnings_of(workloads),
+        "peers": status,
+        "data": data,
+        "reference_figures_1GiB_s": REFERENCE_1GIB_S,
+        "machine": machine,
+        "notes": NOTES,
+    }
+    print_table(result)
+    return result
+
+
+def run_workload(wl: Workload, args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    peers = [p for p in args.peers if p in PEERS_OF[wl.name]]
+    log(f"{wl.name}: {', '.join(peers)}")
+    if wl.input is not None:
+        warm(wl.input)
+    runs: dict[str, list[Run]] = {p: [] for p in peers}
+    errors: dict[str, str] = {}
+    for peer in peers:
+        if (wl.name, peer) in SKIPPED:
+            errors[peer] = SKIPPED[(wl.name, peer)]
+        elif not status[peer]["ok"]:
+            errors[peer] = status[peer]["error"]
+    runnable = [p for p in peers if p not in errors]
+    for i in range(args.repeat):
+        # rotate the order from run to run: no peer always goes first
+        order = runnable[i % len(runnable):] + runnable[: i % len(runnable)] if runnable else []
+        for peer in order:
+            if peer in errors:  # failed in an earlier run: no point in more
+                continue
+            r = wl.run_once(peer, i + 1)
+            runs[peer].append(r)
+            mark = "" if r.error is None else f"  ERROR {r.error.splitlines()[0][:200]}"
+            ok = r.check.get("ok")
+            mark += "" if ok is None else ("  check ok" if ok else f"  CHECK FAILED {r.check.get('detail') or ''}")
+            log(f"  run {i + 1}/{args.repeat} {peer:11s} {r.sample.wall_s:8.2f} s{mark}")
+            if r.error is not None:
+                errors[peer] = r.error
+    if wl.name == "wordcount":
+        compare_word_counts(runs)
+
+    results: dict[str, Any] = {}
+    for peer in peers:
+        results[peer] = peer_result(wl, runs[peer], errors.get(peer))
+    shoal_s = results.get("shoal", {}).get("median_s")
+    if "shoal" not in results:
+        ratios: dict[str, Any] = {"error": "shoal was not run (--peers)"}
+    elif shoal_s is None:
+        ratios = {"error": f"shoal has no time: {results['shoal'].get('error') or results['shoal'].get('skipped')}"}
+    else:
+        ratios = {
+            p: rounded(r["median_s"] / shoal_s, 2) for p, r in results.items() if p != "shoal" and r.get("median_s") is not None
+        }
+    out: dict[str, Any] = {"what": WORKLOAD_WHAT[wl.name], "results": results, "ratios": ratios}
+    if wl.input is not None:
+        out["input"] = str(wl.input)
+        out["input_bytes"] = wl.input_bytes
+    if wl.name == "wordcount":
+        ok = [runs[p][0].result for p in peers if runs[p] and runs[p][0].check.get("ok")]
+        if ok:
+            out["answer"] = ok[0]
+    return out
+
+
+def _signature(result: dict[str, Any]) -> str:
+    return json.dumps([result.get("distinct"), result.get("total"), result.get("top10")])
+
+
+def compare_word_counts(runs: dict[str, list[Run]]) -> None:
+    """Every successful run must give the same answer. The reference is single-process
+    Python's when it ran, else the answer most peers gave."""
+    good = {p: [r for r in rs if r.error is None] for p, rs in runs.items()}
+    sigs = {p: _signature(rs[0].result) for p, rs in good.items() if rs}
+    if not sigs:
+        return
+    if "python" in sigs:
+        ref, source = sigs["python"], "python"
+    else:
+        ref = Counter(sigs.values()).most_common(1)[0][0]
+        source = "the most common answer"
+    others = len(sigs) > 1
+    for peer, rs in good.items():
+        for r in rs:
+            sig = _signature(r.result)
+            if sig == ref:
+                r.check = {"ok": True if others else None, "agrees_with": source if others else "no other peer to compare with"}
+            else:
+                r.check = {
+                    "ok": False,
+                    "detail": f"differs from {source}: distinct {r.result.get('distinct')}, total {r.result.get('total')}",
+                }
+
+
+def peer_result(wl: Workload, runs: list[Run], error: str | None) -> dict[str, Any]:
+    if error is not None and error.startswith("skipped"):
+        return {"skipped": error}
+    if error is not None and not runs:
+        return {"error": error}
+    walls = [r.sample.wall_s for r in runs]
+    out: dict[str, Any] = {}
+    if error is not None:
+        out["error"] = error
+        out["failed_runs_s"] = [rounded(w) for w in walls]
+        return out
+    out["median_s"] = rounded(median(walls))
+    out["runs_s"] = [rounded(w) for w in walls]
+    if wl.input_bytes:
+        out["median_mb_s"] = rounded(mb_per_s(wl.input_bytes, median(walls)), 1)
+    ready = [r.result["ready_s"] for r in runs if "ready_s" in r.result]
+    job = [r.result["job_s"] for r in runs if "job_s" in r.result]
+    if ready:
+        out["ready_s_median"] = rounded(median(ready))  # imports + context creation, in the process
+        out["job_s_median"] = rounded(median(job))  # the job itself (and the context's stop)
+    out["cpu_s_median"] = rounded(median([r.sample.children_cpu_s for r in runs]))
+    out["other_cpu_s_median"] = rounded(median([r.sample.other_cpu_s for r in runs]))
+    checks = [r.check.get("ok") for r in runs]
+    out["verified"] = None if all(c is None for c in checks) else all(c is True for c in checks)
+    failed = [r.check for r in runs if r.check.get("ok") is False]
+    out["check"] = failed[0] if failed else runs[0].check
+    cpus = os.cpu_count() or 1
+    out["busy_fraction_max"] = rounded(
+        max(((r.sample.other_cpu_s + r.sample.steal_s) / (r.sample.wall_s * cpus) for r in runs if r.sample.wall_s >= 0.5), default=0.0), 2
+    )
+    return out
+
+
+def evaluate_goals(workloads: dict[str, Any]) -> dict[str, Any]:
+    goals: dict[str, Any] = {}
+    specs = {
+        "wordcount": ("wordcount_vs_pyspark_rdd", GOAL_WORDCOUNT_X),
+        "sort": ("sort_vs_pyspark_rdd", GOAL_SORT_X),
+    }
+    for name, (key, target) in specs.items():
+        if name not in workloads:
+            continue
+        w = workloads[name]
+        shoal = w["results"].get("shoal", {})
+        value = w["ratios"].get("pyspark") if "error" not in w["ratios"] else None
+        g: dict[str, Any] = {
+            "target": f"PySpark RDD seconds / shoal seconds >= {target:g}",
+            "value": value,
+            "goal_met": None if value is None else value >= target and shoal.get("verified") is not False,
+        }
+        if value is None:
+            g["why_not_evaluated"] = (
+                w["ratios"].get("error") or f"no PySpark RDD time: {w['results'].get('pyspark', {}).get('error', 'not run')}"
+            )
+        elif shoal.get("verified") is False:
+            g["note"] = "shoal's output failed its check"
+        goals[key] = g
+    if "tiny" in workloads:
+        shoal = workloads["tiny"]["results"].get("shoal", {})
+        value = shoal.get("median_s")
+        g = {
+            "target": f"shoal one-line job, interpreter start to exit, < {GOAL_TINY_S:g} s",
+            "value": value,
+            "goal_met": None if value is None else value < GOAL_TINY_S and shoal.get("verified") is not False,
+        }
+        if value is None:
+            g["why_not_evaluated"] = shoal.get("error") or "shoal was not run"
+        goals["tiny_job_s"] = g
+    return goals
+
+
+def warnings_of(workloads: dict[str, Any]) -> list[str]:
+    out = []
+    for name, w in workloads.items():
+        for peer, r in w["results"].items():
+            if r.get("verified") is False:
+                out.append(f"{name}/{peer}: output check failed: {r['check'].get('detail')}")
+            if (r.get("busy_fraction_max") or 0) > BUSY_FRACTION:
+                out.append(
+                    f"{name}/{peer}: other processes, kernel threads and steal used {100 * r['busy_fraction_max']:.0f}% "
+                    "of all CPUs during a run; rerun on an idle machine"
+                )
+    return out
+
+
+def print_table(result: dict[str, Any]) -> None:
+    log("")
+    log(f"{'workload':10s} {'peer':11s} {'median s':>9s} {'MB/s':>7s} {'check':>6s} {'peer/shoal':>10s}  runs / error")
+    for name, w in result["workloads"].items():
+        for peer, r in w["results"].items():
+            if "median_s" in r:
+                check = {True: "ok", False: "FAIL", None: "-"}[r.get("verified")]
+                ratio = w["ratios"].get(peer) if peer != "shoal" else None
+                mbs = f"{r['median_mb_s']:7.1f}" if "median_mb_s" in r else f"{'':7s}"
+                rs = " ".join(f"{x:.2f}" for x in r["runs_s"])
+                log(f"{name:10s} {peer:11s} {r['median_s']:9.2f} {mbs} {check:>6s} {'' if ratio is None else f'{ratio:.2f}x':>10s}  {rs}")
+            else:
+                why = (r.get("error") or r.get("skipped") or "").splitlines()[0][:90]
+                log(f"{name:10s} {peer:11s} {'-':>9s} {'':7s} {'':>6s} {'':>10s}  {why}")
+    for key, g in result["goals"].items():
+        met = {True: "MET", False: "NOT MET", None: "not evaluated"}[g["goal_met"]]
+        log(f"goal {key}: {met} (value {g['value']}; {g['target']})")
+    for w in result["warnings"]:
+        log(f"warning: {w}")
+
+
+NOTES = [
+    "Every peer run is a fresh interpreter (or the sort command) started by this script; its time is "
+    "wall-clock from spawn to exit, so JVM / pool start-up and shutdown are included in every workload. "
+    "ready_s_median (imports + context creation) and job_s_median (the job and the context's stop) are "
+    "measured inside the program for reference.",
+    "Inputs are generated once (seeded) and cached in the data folder; each workload's input is read "
+    "once before its runs so that every peer starts with it in the page cache. os.sync() runs untimed "
+    "before every run; outputs are deleted after their check.",
+    "Peers run in turn, the order rotating from run to run (use --repeat 3 or more for medians); "
+    "nothing else of this script runs while a peer is timed.",
+    "Ratios are peer median seconds / shoal median seconds: above 1 means shoal was faster.",
+    "Checks (untimed): word counts (distinct words, total words, top 10) must agree across peers, with "
+    "single-process Python as the reference; a sort's output files, concatenated in name order, must "
+    "hold exactly the input's records (count and an order-independent checksum), sorted by the 10-byte key; "
+    "the tiny job must return 328350.",
+    "PySpark peers: local[2], spark.driver.memory=2g, spark.ui.enabled=false, log level WARN, "
+    "PYSPARK_PYTHON = this interpreter. Dask bag: read_text blocksize 32 MiB, processes scheduler with "
+    "2 workers. GNU sort: LC_ALL=C, -S 50%, --parallel=2.",
+    "reference_figures_1GiB_s are the issue's figures for this kind of machine (2 cores, 1 GiB inputs).",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    emit(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Actions: the methods that run a job and bring results to the driver (PySpark's)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import operator
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from functools import reduce as _reduce
+from typing import TYPE_CHECKING, Any
+
+from shoal.compute.stats import StatCounter
+
+if TYPE_CHECKING:
+    from shoal.compute.rdd import RDD
+
+
+def _count_iter(it: Iterator) -> int:
+    n = 0
+    for n, _ in enumerate(it, 1):
+        pass
+    return n
+
+
+class ActionsMixin:
+    """Methods that return values to the driver or write output."""
+
+    def _run(self: RDD, func: Callable[[Iterator], Any], partitions: list[int] | None = None,  # type: ignore[misc]
+             action: str = "") -> list:
+        return self.ctx.run_job(self, func, partitions, action)
+
+    def collect(self: RDD) -> list:  # type: ignore[misc]
+        return list(itertools.chain.from_iterable(self._run(list, action="collect")))
+
+    def toLocalIterator(self: RDD, prefetchPartitions: bool = False) -> Iterator:  # type: ignore[misc]
+        for p in range(self.getNumPartitions()):
+            yield from self._run(list, [p], "toLocalIterator")[0]
+
+    def count(self: RDD) -> int:  # type: ignore[misc]
+        return sum(self._run(_count_iter, action="count"))
+
+    def isEmpty(self: RDD) -> bool:  # type: ignore[misc]
+        return self.getNumPartitions() == 0 or len(self.take(1)) == 0
+
+    def first(self: RDD) -> Any:  # type: ignore[misc]
+        rs = self.take(1)
+        if rs:
+            return rs[0]
+        raise ValueError("RDD is empty")
+
+    def take(self: RDD, num: int) -> list:  # type: ignore[misc]
+        """Scan partitions in growing batches until ``num`` items are found (as Spark)."""
+        items: list = []
+        total = self.getNumPartitions()
+        scanned = 0
+        while len(items) < num and scanned < total:
+            if scanned == 0:
+                n_parts = 1
+            elif not items:
+                n_parts = scanned * 4
+            else:
+                n_parts = max(1, min(int(1.5 * num * scanned / len(items)) - scanned, scanned * 4))
+            parts = list(range(scanned, min(scanned + n_parts, total)))
+            left = num - len(items)
+            for res in self._run(lambda it, left=left: list(itertools.islice(it, left)), parts, "take"):
+                items.extend(res)
+            scanned += len(parts)
+        return items[:num]
+
+    def top(self: RDD, num: int, key: Callable | None = None) -> list:  # type: ignore[misc]
+        parts = self._run(lambda it: heapq.nlargest(num, it, key=key), action="top")
+        return heapq.nlargest(num, itertools.chain.from_iterable(parts), key=key)
+
+    def takeOrdered(self: RDD, num: int, key: Callable | None = None) -> list:  # type: ignore[misc]
+        parts = self._run(lambda it: heapq.nsmallest(num, it, key=key), action="takeOrdered")
+        return heapq.nsmallest(num, itertools.chain.from_iterable(parts), key=key)
+
+    def takeSample(self: RDD, withReplacement: bool, num: int, seed: int | None = None) -> list:  # type: ignore[misc]
+        if num < 0:
+            raise ValueError("Sample size cannot be negative.")
+        if num == 0:
+            return []
+        rng = random.Random(seed)
+        items = self.collect()
+        if not items:
+            return []
+        if withReplacement:
+            return [rng.choice(items) for _ in range(num)]
+        rng.shuffle(items)
+        return items[:num]
+
+    def reduce(self: RDD, f: Callable[[Any, Any], Any]) -> Any:  # type: ignore[misc]
+        empty = object()
+
+        def part(it: Iterator) -> Any:
+            return _reduce(f, it, empty)
+
+        vals = [v for v in self._run(part, action="reduce") if v is not empty]
+        if not vals:
+            raise ValueError("Can not reduce() empty RDD")
+        return _reduce(f, vals)
+
+    def treeReduce(self: RDD, f: Callable[[Any, Any], Any], depth: int = 2) -> Any:  # type: ignore[misc]
+        if depth < 1:
+            raise ValueError(f"Depth cannot be smaller than 1 but got {depth}.")
+        return self.reduce(f)
+
+    def fold(self: RDD, zeroValue: Any, op: Callable[[Any, Any], Any]) -> Any:  # type: ignore[misc]
+        import copy
+
+        vals = self._run(lambda it: _reduce(op, it, copy.deepcopy(zeroValue)), action="fold")
+        return _reduce(op, vals, zeroValue)
+
+    def aggregate(self: RDD, zeroValue: Any, seqOp: Callable, combOp: Callable) -> Any:  # type: ignore[misc]
+        import copy
+
+        vals = self._run(lambda it: _reduce(seqOp, it, copy.deepcopy(zeroValue)), action="aggregate")
+        return _reduce(combOp, vals, zeroValue)
+
+    def treeAggregate(self: RDD, zeroValue: Any, seqOp: Callable, combOp: Callable,  # type: ignore[misc]
+                      depth: int = 2) -> Any:
+        if depth < 1:
+            raise ValueError(f"Depth cannot be smaller than 1 but got {depth}.")
+        return self.aggregate(zeroValue, seqOp, combOp)
+
+    def foreach(self: RDD, f: Callable[[Any], None]) -> None:  # type: ignore[misc]
+        def part(it: Iterator) -> None:
+            for x in it:
+                f(x)
+
+        self._run(part, action="foreach")
+
+    def foreachPartition(self: RDD, f: Callable[[Iterator], None]) -> None:  # type: ignore[misc]
+        self._run(lambda it: f(it) and None, action="foreachPartition")
+
+    # --- numbers ---------------------------------------------------------------------------
+    def sum(self: RDD) -> Any:  # type: ignore[misc]
+        return sum(self._run(lambda it: sum(it, 0), action="sum"), 0)
+
+    def stats(self: RDD) -> StatCounter:  # type: ignore[misc]
+        parts = self._run(lambda it: StatCounter(it), action="stats")
+        return _reduce(lambda a, b: a.mergeStats(b), parts, StatCounter())
+
+    def mean(self: RDD) -> float:  # type: ignore[misc]
+        return self.stats().mean()
+
+    def variance(self: RDD) -> float:  # type: ignore[misc]
+        return self.stats().variance()
+
+    def stdev(self: RDD) -> float:  # type: ignore[misc]
+        return self.stats().stdev()
+
+    def sampleVariance(self: RDD) -> float:  # type: ignore[misc]
+        return self.stats().sampleVariance()
+
+    def sampleStdev(self: RDD) -> float:  # type: ignore[misc]
+        return self.stats().sampleStdev()
+
+    def max(self: RDD, key: Callable | None = None) -> Any:  # type: ignore[misc]
+        if key is None:
+            return self.reduce(max)
+        return self.reduce(lambda a, b: max(a, b, key=key))
+
+    def min(self: RDD, key: Callable | None = None) -> Any:  # type: ignore[misc]
+        if key is None:
+            return self.reduce(min)
+        return self.reduce(lambda a, b: min(a, b, key=key))
+
+    def histogram(self: RDD, buckets: int | list) -> tuple[list, list[int]]:  # type: ignore[misc]
+        from shoal.compute.stats import histogram
+
+        return histogram(self, buckets)
+
+    # --- keys and values -------------------------------------------------------------------
+    def countByValue(self: RDD) -> dict:  # type: ignore[misc]
+        parts = self._run(lambda it: Counter(it), action="countByValue")
+        total: defaultdict = defaultdict(int)
+        for c in parts:
+            for k, v in c.items():
+                total[k] += v
+        return total
+
+    def countByKey(self: RDD) -> dict:  # type: ignore[misc]
+        return self.map(operator.itemgetter(0)).countByValue()
+
+    def collectAsMap(self: RDD) -> dict:  # type: ignore[misc]
+        return dict(self.collect())
+
+    def lookup(self: RDD, key: Any) -> list:  # type: ignore[misc]
+        values = self.filter(lambda kv: kv[0] == key).values()
+        if self.partitioner is not None:
+            return values._run(list, [self.partitioner.partition(key)], "lookup")[0]
+        return values.collect()
+
+    # --- output ----------------------------------------------------------------------------
+    def saveAsTextFile(self: RDD, path: str, compressionCodecClass: str | None = None) -> None:  # type: ignore[misc]
+        from shoal.compute.output import save_as_text
+
+        save_as_text(self, path, compressionCodecClass)
+
+    def saveAsPickleFile(self: RDD, path: str, batchSize: int = 10) -> None:  # type: ignore[misc]
+        from shoal.compute.output import save_as_pickle
+
+        save_as_pickle(self, path, batchSize)

@@ -1,0 +1,97 @@
+"""PySpark's RDD API on shoal's engine: ``from shoal.spark import SparkContext``.
+
+``shoal submit`` puts a ``pyspark`` package on the path that re-exports this one,
+so PySpark RDD programs run unmodified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.compute.context import ComputeContext
+from shoal.compute.partitioner import portable_hash
+from shoal.compute.rdd import RDD
+from shoal.compute.shared import Accumulator, AccumulatorParam, Broadcast
+from shoal.compute.stats import StatCounter
+from shoal.compute.storagelevel import StorageLevel
+from shoal.compute.taskcontext import TaskContext
+from shoal.spark.conf import SparkConf
+
+__all__ = [
+    "SparkContext", "SparkConf", "RDD", "StorageLevel", "Broadcast", "Accumulator", "AccumulatorParam",
+    "TaskContext", "StatCounter", "portable_hash", "SparkFiles",
+]
+
+
+class SparkContext(ComputeContext):
+    """``SparkContext(master, appName, conf=SparkConf())`` as in PySpark; the
+    master is ``local[N]``, ``shoal`` or ``shoal://HOST:PORT``."""
+
+    def __init__(self, master: str | None = None, appName: str | None = None, sparkHome: str | None = None,
+                 pyFiles: list[str] | None = None, environment: dict[str, str] | None = None, batchSize: int = 0,
+                 serializer: Any = None, conf: SparkConf | None = None, gateway: Any = None, jsc: Any = None,
+                 profiler_cls: Any = None) -> None:
+        settings = conf.getAll() if conf is not None else []
+        d = dict(settings)
+        super().__init__(master or d.get("spark.master"), appName or d.get("spark.app.name"), d)
+        self._spark_conf = conf or SparkConf()
+
+    @classmethod
+    def getOrCreate(cls, conf: SparkConf | None = None) -> SparkContext:
+        active = ComputeContext.active()
+        if active is not None:
+            return active  # type: ignore[return-value]
+        return cls(conf=conf)
+
+    def getConf(self) -> SparkConf:  # type: ignore[override]
+        c = SparkConf()
+        c.setAll(self.conf.items())
+        c.set("spark.master", self.master).set("spark.app.name", self.appName)
+        return c
+
+    @property
+    def sparkUser(self) -> str:
+        import getpass
+
+        return getpass.getuser()
+
+    def addPyFile(self, path: str) -> None:
+        """Make a module file importable on executors (shipped by value)."""
+        import importlib
+        import importlib.util
+        import os
+        import sys
+
+        import cloudpickle
+
+        directory = os.path.dirname(os.path.abspath(path))
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        name = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            module = importlib.import_module(name)
+            cloudpickle.register_pickle_by_value(module)
+
+    def addFile(self, path: str, recursive: bool = False) -> None:
+        SparkFiles._files.append(path)
+
+
+class SparkFiles:
+    _files: list[str] = []
+
+    @classmethod
+    def get(cls, filename: str) -> str:
+        import os
+
+        for f in cls._files:
+            if os.path.basename(f) == filename:
+                return os.path.abspath(f)
+        raise FileNotFoundError(filename)
+
+    @classmethod
+    def getRootDirectory(cls) -> str:
+        import os
+
+        return os.getcwd()
+

@@ -1,0 +1,7 @@
+"""``import pyspark`` under ``shoal submit``: shoal's PySpark-compatible surface."""
+
+from shoal.spark import *  # noqa: F401,F403
+from shoal.spark import (  # noqa: F401
+    RDD, Accumulator, AccumulatorParam, Broadcast, SparkConf, SparkContext, SparkFiles, StatCounter, StorageLevel,
+    TaskContext,
+)

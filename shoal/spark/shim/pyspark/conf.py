@@ -1,0 +1,3 @@
+"""pyspark.conf under shoal submit."""
+
+from shoal.spark.conf import SparkConf  # noqa: F401
