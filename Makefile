@@ -21,7 +21,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/dfs_io.py
+	$(BIN)/python bench/compute.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -47,6 +47,7 @@ class LocalBackend:
     """N executor processes, children of the driver (they die with it)."""
 
     bind_host = "127.0.0.1"
+    advertise_host = "127.0.0.1"
 
     def __init__(self, cores: int, memory_bytes: int) -> None:
         self.cores = cores

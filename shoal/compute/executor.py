@@ -226,6 +226,7 @@ def env_from_environment() -> tuple[ExecutorEnv, tuple[str, int], str, int]:
         secret=bytes.fromhex(e["SHOAL_EXECUTOR_SECRET"]),
         shuffle_root=e.get("SHOAL_SHUFFLE_DIR") or os.path.join(work, "shuffle"),
         shuffle_service=svc, work_dir=work, memory_limit_bytes=memory,
+        shuffle_secret=bytes.fromhex(e.get("SHOAL_SHUFFLE_SECRET", "")),
     )
     env.blocks = BlockManager(os.path.join(work, f"blocks-{env.executor_id}"), memory)
     return env, (host, int(port)), e.get("SHOAL_EXECUTOR_RACK", ""), int(e.get("SHOAL_EXECUTOR_SLOTS", "1"))
@@ -245,8 +246,29 @@ def main() -> None:
     extra_path = os.environ.get("SHOAL_EXECUTOR_PYTHONPATH")
     if extra_path:
         sys.path[:0] = [p for p in extra_path.split(os.pathsep) if p and p not in sys.path]
-    env, driver, rack, slots = env_from_environment()
-    Executor(env, driver, rack, slots).run()
+    slots = int(os.environ.get("SHOAL_EXECUTOR_SLOTS", "1"))
+    children = []
+    if slots > 1:
+        # One process per core (one task at a time each), forked before any thread
+        # starts; each registers with the driver as its own executor.
+        base = os.environ["SHOAL_EXECUTOR_ID"]
+        for i in range(slots):
+            if i == slots - 1:
+                os.environ["SHOAL_EXECUTOR_ID"] = f"{base}/{i}"
+                break
+            pid = os.fork()
+            if pid == 0:
+                os.environ["SHOAL_EXECUTOR_ID"] = f"{base}/{i}"
+                children = []
+                break
+            children.append(pid)
+    env, driver, rack, _ = env_from_environment()
+    Executor(env, driver, rack, 1).run()
+    for pid in children:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
     os._exit(0)
 
 

@@ -47,6 +47,20 @@ except ImportError:  # pragma: no cover - every CPython has it
             mapping[k] = get(k, 0) + 1
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``: hands memory freed by a spill back to the OS, so RSS
+    shows what the process really holds (without it RSS stays at its high mark)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (ImportError, OSError, AttributeError):  # not glibc (musl, macOS): RSS as it is
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
+
+
 class MemoryProbe:
     """The process RSS, cheaply; when to look at it next; and whether to spill.
 
@@ -85,6 +99,8 @@ class MemoryProbe:
 
     def spilled(self, count: int) -> None:
         """After a spill (and after the spilled data was dropped)."""
+        if _malloc_trim is not None:
+            _malloc_trim(0)  # a few ms, once per spill
         self.threshold = max(self.limit_bytes, int(self.rss() * self.headroom))
         self._next = count + self.check_records
 

@@ -18,7 +18,8 @@ Paths
 Inputs (``resolve_input``), as Hadoop's ``FileInputFormat.listStatus``
     A comma-separated list (commas inside ``{...}`` do not separate) of paths or globs.
     Globs: ``*``, ``?``, ``[abc]``, ``[a-z]``, ``[!a]``/``[^a]`` and ``{a,b}`` in any
-    component, local and DFS. A glob's matches whose name starts with ``_`` or ``.`` are
+    component, local and DFS (a glob matching nothing falls back to the literal name, so
+    ``a[1].txt`` is found). A glob's matches whose name starts with ``_`` or ``.`` are
     dropped; a directory (named or matched) stands for the files directly inside it,
     minus those hidden names. A subdirectory inside an input directory is an error
     ("not a file", as Hadoop) unless ``recursive=True``, which descends into it (skipping
@@ -72,7 +73,7 @@ import io
 import os
 import re
 import shutil
-import threading
+import stat
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 from typing import IO, Any, NamedTuple
@@ -109,7 +110,6 @@ class FileSplit(msgspec.Struct, frozen=True):
 
 # --- clusters ------------------------------------------------------------------------------
 _default_cluster: str | None = None
-_lock = threading.Lock()
 
 
 def set_default_cluster(cluster: str | os.PathLike | None) -> None:
@@ -271,9 +271,7 @@ class _LocalFS:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        import stat as st_mod
-
-        return _Entry(path, os.path.basename(path), st_mod.S_ISDIR(st.st_mode), st.st_size)
+        return _Entry(path, os.path.basename(path), stat.S_ISDIR(st.st_mode), st.st_size)
 
     def list(self, path: str) -> list[_Entry]:
         out = []
@@ -392,6 +390,8 @@ def resolve_input(
             for e in _glob(fs, alt):
                 if not (is_glob and _is_hidden(e.name)):
                     matched.setdefault(e.path, e)
+        if not matched and is_glob and (literal := fs.stat(loc.path)) is not None:
+            matched[literal.path] = literal  # a name like "a[1].txt" that matches no pattern
         if not matched:
             missing.append(loc.display())
             continue
@@ -940,14 +940,21 @@ class OutputCommitter:
         fs = self._fs()
         src = self.task_output_path(partition, attempt_id)
         dst = self._join(self.part_name(partition))
+        won = False
         try:
             if fs.exists(src):
-                return fs.rename_noreplace(src, dst)
-            if not fs.exists(self._join(TEMPORARY)):
+                won = fs.rename_noreplace(src, dst)
+            elif fs.exists(dst):
+                won = False
+            elif not fs.exists(self._join(TEMPORARY)):
                 raise FileNotFound(f"commit of {src}: the job's {TEMPORARY} directory is gone (job aborted?)")
-            return fs.create_empty(dst, exclusive=True)
+            else:
+                won = fs.create_empty(dst, exclusive=True)
+            return won
         finally:
             fs.delete(self._attempt_dir(partition, attempt_id))
+            if not won and fs.exists(self._join(SUCCESS)):
+                fs.delete(self._join(TEMPORARY))  # a late attempt after commit_job: leave no _temporary
 
     def abort_task(self, partition: int, attempt_id: Any) -> None:
         """Delete a failed attempt's output."""

@@ -78,6 +78,8 @@ class ExecutorEnv:
     shuffle_service: tuple[str, int] | None
     work_dir: str
     memory_limit_bytes: int
+    # The cluster secret, for the workers' shuffle services (the driver has its own).
+    shuffle_secret: bytes = b""
     driver: RpcClient | None = None
     blocks: BlockManager | None = None
     broadcasts: dict[int, Any] = field(default_factory=dict)
@@ -155,7 +157,7 @@ class TaskContext:
         env = self.env
         return read_reduce_partition(
             statuses, dep, reduce_index, shuffle_id=dep.shuffle_id, app_id=env.app_id, local_node=env.node_id,
-            secret=env.secret, work_dir=env.work_dir, memory_limit_bytes=env.memory_limit_bytes,
+            secret=env.shuffle_secret or env.secret, work_dir=env.work_dir, memory_limit_bytes=env.memory_limit_bytes,
             metrics=self.read_metrics,
         )
 

@@ -390,3 +390,37 @@ def test_property_aggregation_matches_a_dict(tmp_path_factory: pytest.TempPathFa
     assert dict(got) == expected and len(got) == len(expected)
     for r, p in enumerate(parts):
         assert all(portable_hash(k) % partitions == r for k, _ in p)
+
+
+# --- a spill at every check (deterministic, through the writer class) ----------------------------------------------
+@pytest.mark.parametrize("mode", ["combine", "sort", "plain"])
+def test_writer_spilling_at_every_check(tmp_path: Path, mode: str) -> None:
+    from shoal.compute.shuffle_write import MapOutputWriter
+
+    rnd = random.Random(4)
+    recs = [(rnd.randrange(5000), rnd.randrange(100)) for _ in range(20000)]
+    if mode == "combine":
+        dep = dep_of(3, ADD, True)
+    elif mode == "sort":
+        dep = dep_of(3, partitioner=RangePartitioner([1000, 3000]), key_ordering=True)
+    else:
+        dep = dep_of(3)
+    metrics = ShuffleWriteMetrics()
+    writer = MapOutputWriter(dep, work_dir=str(tmp_path / "work"), memory_limit_bytes=1, metrics=metrics,
+                             batch_records=500, check_records=1000, spill_headroom=0)
+    status = writer.write(recs, root=str(tmp_path / "shuffle"), app_id=APP, map_index=0, node_id=NODE, service=None)
+    assert metrics.spills == 20  # one per check; the last check's data is spilled too, the tail is empty
+    sh = Shuffle(tmp_path, dep)
+    parts = [sh.read([status], r) for r in range(3)]
+    check_placement(dep, parts)
+    if mode == "combine":
+        expected: dict = defaultdict(int)
+        for k, v in recs:
+            expected[k] += v
+        assert dict(r for p in parts for r in p) == expected
+    else:
+        assert Counter(r for p in parts for r in p) == Counter(recs)
+    if mode == "sort":
+        flat = [k for p in parts for k, _ in p]
+        assert flat == sorted(flat)
+    assert os.listdir(tmp_path / "work") == []

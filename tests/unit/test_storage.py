@@ -250,10 +250,12 @@ def test_globs(tree, monkeypatch):
     assert g("d/*") == ["d/a.txt", "d/b.txt", "d/c.log", "d/sub/x.txt"]  # a matched directory: its files
     assert g("*") == ["d/a.txt", "d/b.txt", "d/c.log", "d/sub/x.txt", "e/a.txt", "f.txt"]
     assert g("_g.txt") == ["_g.txt"]  # named explicitly: read even though hidden
+    (tree / "e" / "r[1].txt").write_bytes(b"r\n")
+    assert g("e/r[1].txt") == ["e/r[1].txt"]  # a name that is no pattern's match is taken literally
     monkeypatch.chdir(tree / "d")
     assert resolve_input("*.txt") == [(str(tree / "d/a.txt"), 2), (str(tree / "d/b.txt"), 3)]
     assert resolve_input("a.txt") == [(str(tree / "d/a.txt"), 2)]
-    assert resolve_input("../e") == [(str(tree / "e/a.txt"), 3)]
+    assert resolve_input("../e") == [(str(tree / "e/a.txt"), 3), (str(tree / "e/r[1].txt"), 2)]
 
 
 def test_schemes_and_comma_lists(tree):
@@ -356,6 +358,21 @@ def test_committer_refuses_existing_output_unless_overwrite(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_temporary"]
     c.commit_job()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_SUCCESS"]
+
+
+def test_late_attempt_after_job_commit_loses_quietly(tmp_path):
+    c = OutputCommitter(out(tmp_path))
+    c.setup_job()
+    with c.open_task_output(0, 0) as f:
+        f.write(b"winner\n")
+    assert c.commit_task(0, 0)
+    c.commit_job()
+    with c.open_task_output(0, 1) as f:  # a speculative copy still running
+        f.write(b"late\n")
+    assert c.commit_task(0, 1) is False
+    assert c.commit_task(0, 2) is False  # one that wrote nothing
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_SUCCESS", "part-00000"]
+    assert (tmp_path / "out/part-00000").read_bytes() == b"winner\n"
 
 
 def test_committer_abort(tmp_path):
