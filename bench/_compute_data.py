@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -94,12 +96,13 @@ def _cached(path: Path, nbytes: int, meta: dict[str, Any]) -> dict[str, Any] | N
 
 
 def _ensure(path: Path, nbytes: int, meta: dict[str, Any], write: Any) -> DataFile:
-    import time
-
     stored = _cached(path, nbytes, meta)
     if stored is not None:
         return DataFile(path, nbytes, False, 0.0, stored)
     path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < nbytes + (256 << 20):
+        raise SystemExit(f"need {nbytes} bytes free in {path.parent} for {path.name}, have {free}")
     tmp = path.with_name(path.name + ".tmp")
     t0 = time.perf_counter()
     with open(tmp, "wb") as f:

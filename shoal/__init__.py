@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 
-from shoal.cluster.local import resolve
-from shoal.dfs.client import DFSClient
-from shoal.errors import ConnectionLost
+# Imported lazily: executors import ``shoal.compute`` and must start fast.
 
 __version__ = "0.1.0"
 
@@ -19,6 +17,10 @@ class Cluster:
     """A connection to one cluster's master."""
 
     def __init__(self, target: str | os.PathLike | None = None, secret: bytes | str | None = None) -> None:
+        from shoal.cluster.local import resolve
+        from shoal.dfs.client import DFSClient
+        from shoal.errors import ConnectionLost
+
         if isinstance(secret, str):
             secret = secret.encode()
         self.address = resolve(target, secret)

@@ -87,3 +87,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
     rc = RunningCluster(tmp_path_factory.mktemp("shared") / "c", 4, 2, FAST)
     yield rc
     rc.stop()
+
+
+@pytest.fixture(scope="module")
+def sc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One local[2] SparkContext per test module (starting one costs ~1 s; only one may
+    be active in a process at a time): few retries, no progress bar, job records and
+    checkpoints in temporary folders."""
+    from shoal.spark import SparkConf, SparkContext
+
+    conf = (SparkConf().setMaster("local[2]").setAppName("rdd-tests")
+            .set("spark.task.maxFailures", "2")
+            .set("spark.ui.showConsoleProgress", "false")
+            .set("spark.shoal.jobsDir", str(tmp_path_factory.mktemp("jobs"))))
+    context = SparkContext(conf=conf)
+    context.setCheckpointDir(str(tmp_path_factory.mktemp("checkpoints")))
+    yield context
+    context.stop()

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from shoal.errors import BadRequest
@@ -59,27 +61,45 @@ class LocalBackend:
         self._replacements = 0
         self._next = 0
         self._driver: Driver | None = None
+        self._forked: dict[str, int] = {}
 
-    def start(self, driver: Driver) -> None:
+    def prefork(self, driver: Driver) -> None:
+        """Fork the first executors now, before the driver starts any thread: a
+        fork costs milliseconds where a new interpreter costs ~200 ms of start-up
+        and imports (the one-line job's whole budget)."""
         self._driver = driver
         self.app_dir = tempfile.mkdtemp(prefix=f"shoal-{driver.app_id}-")
+        if os.environ.get("SHOAL_EXECUTOR_START", "fork") != "fork":
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
         for _ in range(self.cores):
+            executor_id, env = self._executor_env()
+            pid = os.fork()
+            if pid == 0:
+                _run_forked_executor(env)
+            self._forked[executor_id] = pid
+
+    def start(self, driver: Driver) -> None:
+        if self._driver is None:
+            self.prefork(driver)
+        for executor_id, pid in list(self._forked.items()):
+            threading.Thread(target=self._watch_pid, args=(executor_id, pid), daemon=True,
+                             name=f"watch-{executor_id}").start()
+        for _ in range(self.cores - len(self._forked)):
             self._spawn()
 
-    def _spawn(self) -> None:
+    def _executor_env(self) -> tuple[str, dict[str, str]]:
         driver = self._driver
         assert driver is not None
         with self._lock:
-            if self._stopping:
-                return
             executor_id = f"local-{self._next}"
             self._next += 1
         work = os.path.join(self.app_dir, executor_id)
         os.makedirs(work, exist_ok=True)
-        env = dict(os.environ)
-        env.update({
+        return executor_id, {
             "SHOAL_EXECUTOR_ID": executor_id,
-            "SHOAL_EXECUTOR_DRIVER": f"{driver.address[0]}:{driver.address[1]}",
+            "SHOAL_EXECUTOR_DRIVER": f"{self.advertise_host}:{driver.address[1]}",
             "SHOAL_EXECUTOR_SECRET": driver.secret.hex(),
             "SHOAL_EXECUTOR_APP_ID": driver.app_id,
             "SHOAL_EXECUTOR_NODE_ID": "localhost",
@@ -88,7 +108,15 @@ class LocalBackend:
             "SHOAL_EXECUTOR_MEMORY_BYTES": str(self.memory_bytes),
             "SHOAL_EXECUTOR_DIE_WITH_PARENT": "1",
             "SHOAL_EXECUTOR_PYTHONPATH": os.pathsep.join(_user_paths()),
-        })
+        }
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._stopping:
+                return
+        executor_id, extra = self._executor_env()
+        env = dict(os.environ)
+        env.update(extra)
         env.pop("SHOAL_SHUFFLE_SERVICE", None)
         proc = subprocess.Popen([sys.executable, "-m", "shoal.compute.executor"], env=env, cwd=os.getcwd(),
                                 stdin=subprocess.DEVNULL)
@@ -97,18 +125,31 @@ class LocalBackend:
         threading.Thread(target=self._watch, args=(executor_id, proc), daemon=True,
                          name=f"watch-{executor_id}").start()
 
+    def _watch_pid(self, executor_id: str, pid: int) -> None:
+        try:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = 0
+        self._exited(executor_id, pid, code)
+
     def _watch(self, executor_id: str, proc: subprocess.Popen) -> None:
         code = proc.wait()
         with self._lock:
             self.procs.pop(executor_id, None)
-            if self._stopping:
+        self._exited(executor_id, proc.pid, code)
+
+    def _exited(self, executor_id: str, pid: int, code: int) -> None:
+        driver = self._driver
+        assert driver is not None
+        with self._lock:
+            self._forked.pop(executor_id, None)
+            if self._stopping or driver._stopped:
                 return
             replace = self._replacements < MAX_REPLACEMENTS_PER_SLOT * self.cores
             self._replacements += 1
-        driver = self._driver
-        assert driver is not None
         reason = f"exited with status {code}" if code >= 0 else f"killed by signal {-code}"
-        driver.loop.call_soon_threadsafe(driver.executor_lost, executor_id, f"process {proc.pid} {reason}", False)
+        driver.loop.call_soon_threadsafe(driver.executor_lost, executor_id, f"process {pid} {reason}", False)
         if replace:
             self._spawn()
 
@@ -119,14 +160,50 @@ class LocalBackend:
         with self._lock:
             self._stopping = True
             procs = list(self.procs.values())
+            forked = list(self._forked.values())
+        deadline = time.monotonic() + STOP_GRACE_S
         for p in procs:
             try:
-                p.wait(STOP_GRACE_S)
+                p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for pid in forked:
+            _wait_or_kill(pid, deadline)
         if self.app_dir:
             shutil.rmtree(self.app_dir, ignore_errors=True)
+
+
+def _wait_or_kill(pid: int, deadline: float) -> None:
+    """Wait for a forked executor to exit (its watcher thread reaps it), else kill it."""
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)  # named poll interval: the watcher thread is reaping the child
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _run_forked_executor(env: dict[str, str]) -> None:
+    """The body of a forked executor: never returns into the driver's code."""
+    code = 0
+    try:
+        os.environ.update(env)
+        os.environ.pop("SHOAL_SHUFFLE_SERVICE", None)
+        from shoal.compute.executor import main
+
+        main()
+    except BaseException:  # report and leave: the driver sees the exit status
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def _user_paths() -> list[str]:

@@ -13,6 +13,7 @@ import itertools
 import logging
 import pickle
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from shoal.compute import serde
 from shoal.compute.dag import StagePlan, StageRegistry, job_stages, result_stage, to_spec
+from shoal.compute.fastpaths import mark_fast_paths
 from shoal.compute.jobs import JobRecorder
 from shoal.compute.locality import Location
 from shoal.compute.progress import ProgressReporter
@@ -146,9 +148,15 @@ class Driver:
 
     # --- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
+        # Bind first: a backend that forks executors does so before any driver
+        # thread exists, and they can dial the port before the server accepts.
+        sock = socket.create_server((self.conf.bind_host, 0), backlog=1024)
+        self.address = sock.getsockname()[:2]
+        prefork = getattr(self.backend, "prefork", None)
+        if prefork is not None:
+            prefork(self)
         self._thread.start()
-        self.address = asyncio.run_coroutine_threadsafe(
-            self.server.start(self.conf.bind_host, 0), self.loop).result()
+        asyncio.run_coroutine_threadsafe(self.server.start("", 0, sock=sock), self.loop).result()
         self.backend.start(self)
 
     def _run_loop(self) -> None:
@@ -214,6 +222,8 @@ class Driver:
             plans = job_stages(final, self.registry)
             for plan in plans:
                 if plan.stage_id not in self.stage_blobs:
+                    if plan.shuffle_dep is not None:
+                        mark_fast_paths(plan.shuffle_dep)
                     target = plan.shuffle_dep if plan.is_map else plan.func
                     kind = "map" if plan.is_map else "result"
                     self.stage_blobs[plan.stage_id] = serde.dumps_closure((kind, plan.rdd, target),
@@ -327,7 +337,7 @@ class Driver:
     def executor_lost(self, executor_id: str, reason: str, node_lost: bool | None = None) -> None:
         """Called on the loop thread by the backend or the heartbeat check."""
         ex = self.executors.pop(executor_id, None)
-        if ex is None:
+        if ex is None or self._stopped:
             return
         _wake(ex.waiter, None)
         _wake(ex.control_waiter, None)

@@ -20,9 +20,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 
 from shoal.compute import serde
-from shoal.compute.combine import count_keys
+from shoal.compute.fastpaths import records_for_count
 from shoal.compute.protocol import (
     CONTROL,
     NEXT,
@@ -43,6 +44,7 @@ from shoal.errors import FetchFailed, ShoalError
 
 # How long the executor keeps trying to reach a driver that does not answer.
 DRIVER_LOST_AFTER_S = 30.0
+PROFILE_DIR = os.environ.get("SHOAL_EXECUTOR_PROFILE_DIR", "")
 
 
 class TaskKilled(BaseException):
@@ -89,7 +91,18 @@ class Executor:
                 return
             env.stage_blobs.update(batch.stages)
             for launch in batch.tasks:
-                results.append(self.run_task(launch))
+                results.append(self._profiled(launch) if PROFILE_DIR else self.run_task(launch))
+
+    def _profiled(self, launch: TaskLaunch) -> TaskResult:
+        """Run a task under cProfile, stats to $SHOAL_EXECUTOR_PROFILE_DIR (a
+        developer aid, like PySpark's spark.python.profile)."""
+        import cProfile
+
+        prof = cProfile.Profile()
+        result = prof.runcall(self.run_task, launch)
+        os.makedirs(PROFILE_DIR, exist_ok=True)
+        prof.dump_stats(os.path.join(PROFILE_DIR, f"task-{launch.stage_id}-{launch.partition}-{launch.task_id}.prof"))
+        return result
 
     # --- one task ----------------------------------------------------------------------
     def stage(self, stage_id: int) -> tuple:
@@ -112,7 +125,11 @@ class Executor:
                 try:
                     kind, rdd, target = self.stage(launch.stage_id)
                     split = rdd.partitions[launch.partition]
-                    records = rdd.iterator(split, tc)
+                    if kind == "map" and target.extra.get("count_keys") is not None:
+                        records = records_for_count(target, _lazy(rdd, split, tc), launch.partition, tc,
+                                                    env.memory_limit_bytes)
+                    else:
+                        records = rdd.iterator(split, tc)
                     if kind == "map":
                         result = self._write_map(launch, target, records, metrics)
                     else:
@@ -146,9 +163,6 @@ class Executor:
 
     def _write_map(self, launch: TaskLaunch, dep, records, metrics: TaskMetrics) -> TaskResult:
         env = self.env
-        const = dep.extra.get("count_keys")
-        if const is not None:
-            records = count_keys(records, const)
         wm = ShuffleWriteMetrics()
         status = write_map_output(
             records, dep, root=env.shuffle_root, app_id=env.app_id, map_index=launch.partition,
@@ -187,6 +201,11 @@ class Executor:
             with self._lock:
                 if self.current_task is not None and self.current_task in reply.kill:
                     _raise_in_thread(self._main_thread, TaskKilled)
+
+
+def _lazy(rdd, split, tc) -> Iterator:
+    """The partition's records, computed only if iterated."""
+    yield from rdd.iterator(split, tc)
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:

@@ -38,15 +38,6 @@ SPILL_BATCH_RECORDS = 1024  # combiners may be big (groupByKey lists): smaller b
 MERGE_DEPTH_MAX = 4  # past this a sub-partition is merged in memory whatever its size
 _MISSING = object()
 
-try:
-    from collections import _count_elements  # type: ignore[attr-defined]  # C: mapping[k] = mapping.get(k, 0) + 1
-except ImportError:  # pragma: no cover - every CPython has it
-    def _count_elements(mapping: dict, iterable: Iterable) -> None:
-        get = mapping.get
-        for k in iterable:
-            mapping[k] = get(k, 0) + 1
-
-
 def _find_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``: hands memory freed by a spill back to the OS, so RSS
     shows what the process really holds (without it RSS stays at its high mark)."""
@@ -121,10 +112,7 @@ def combine_into(d: dict, records: list, agg: Aggregator, combined: bool) -> Non
     """
     get = d.get
     if agg.merge_kind == "add" and (combined or agg.identity_create):
-        vals = list(map(itemgetter(1), records))
-        if vals.count(1) == len(vals) and all(type(v) is int for v in vals):
-            _count_elements(d, map(itemgetter(0), records))  # word count: all C
-            return
+        # (collections._count_elements is no faster for word counts: the dict dominates.)
         for k, v in records:
             d[k] = get(k, 0) + v
         return
@@ -186,11 +174,16 @@ class ExternalMerger:
 
     # --- output --------------------------------------------------------------------------------
     def items(self) -> Iterator[tuple]:
-        """Every ``(key, combiner)``, once each; removes the spill files as it goes."""
+        """Every ``(key, combiner)``, once each. Without spills this is the dict's own
+        iterator (no Python frame per item); with spills, a generator that removes
+        the spill files as it goes (``close()`` it when stopping early)."""
+        if not self.spills:
+            self._probe.close()
+            return iter(self.data.items())
+        return self._merge_spills()
+
+    def _merge_spills(self) -> Iterator[tuple]:
         try:
-            if not self.spills:
-                yield from self.data.items()
-                return
             self._spill()  # everything on disk: each sub-partition is then merged alone
             self._probe.spilled(self._count)
             self._probe.close()
@@ -287,14 +280,17 @@ class ExternalSorter:
         self.add_batches(_chunks(records, self.check_records))
 
     def sorted_records(self) -> Iterator[tuple]:
-        """Every record, sorted; removes the spilled runs when done (or closed)."""
+        """Every record, sorted. Without spills, the sorted list's own iterator; with
+        spills, a generator merging the runs that removes them when done (or closed)."""
+        self._probe.close()
+        buf, self.buffer = self.buffer, []
+        buf.sort(key=self.sort_key, reverse=self.reverse)
+        if not self._runs:
+            return iter(buf)
+        return self._merge_runs(buf)
+
+    def _merge_runs(self, buf: list) -> Iterator[tuple]:
         try:
-            self._probe.close()
-            buf, self.buffer = self.buffer, []
-            buf.sort(key=self.sort_key, reverse=self.reverse)
-            if not self._runs:
-                yield from buf
-                return
             files = [open(path, "rb") for path in self._runs]
             try:
                 runs = [chain.from_iterable(read_batches(f)) for f in files]

@@ -85,10 +85,23 @@ class DelayState:
 
     index: int = 0
     last_launch: float = 0.0
+    level: Level | None = None  # levels[index] when last set: the valid levels change as tasks launch
+
+
+def _level_index(levels: list[Level], level: Level) -> int:
+    """The first of ``levels`` no better than ``level`` (Spark's getLocalityIndex)."""
+    for i, lv in enumerate(levels):
+        if lv >= level:
+            return i
+    return len(levels) - 1
 
 
 def allowed_level(state: DelayState, levels: list[Level], waits: Mapping[Level, float], now: float) -> Level:
     """The worst level a launch may have now; advances ``state`` past expired waits."""
+    if state.level is not None:
+        # Find our level again in this list (as Spark's recomputeLocality does), not
+        # the same position in it.
+        state.index = _level_index(levels, state.level)
     state.index = min(state.index, len(levels) - 1)
     while state.index < len(levels) - 1:
         wait = waits.get(levels[state.index], 0.0)
@@ -98,13 +111,12 @@ def allowed_level(state: DelayState, levels: list[Level], waits: Mapping[Level, 
         # walks through several levels at once.
         state.last_launch += wait
         state.index += 1
-    return levels[state.index]
+    state.level = levels[state.index]
+    return state.level
 
 
 def note_launch(state: DelayState, levels: list[Level], level: Level, now: float) -> None:
     """A task launched at ``level``: come back to that level and restart its timer."""
-    for i, lv in enumerate(levels):
-        if lv >= level:
-            state.index = i
-            break
+    state.index = _level_index(levels, level)
+    state.level = levels[state.index]
     state.last_launch = now

@@ -61,18 +61,30 @@ class Partition:
             setattr(self, k, v)
 
 
+class RDDId(int):
+    """An RDD's id: an ``int`` for the engine (cache keys, stage plans) that can also
+    be called, as PySpark's ``rdd.id()``."""
+
+    __slots__ = ()
+
+    def __call__(self) -> int:
+        return int(self)
+
+
 class RDD(ActionsMixin, PairsMixin):
     """A Resilient Distributed Dataset (PySpark's API)."""
 
     def __init__(self, ctx: ComputeContext, deps: list[Dependency], partitioner: Partitioner | None = None,
                  site: str = "") -> None:
         self.ctx = ctx
-        self.id = ctx._new_rdd_id()
+        self.id = RDDId(ctx._new_rdd_id())
         self.deps = deps
         self.partitioner = partitioner
         self.storage_level: StorageLevel | None = None
         self.checkpoint_dir: str | None = None  # set once checkpointed: lineage is cut
         self._checkpoint_requested = False
+        self.is_checkpointed = False  # PySpark: checkpoint() was called
+        self._locally_checkpointed = False
         self.name_: str | None = None
         self.site = site
         self._partitions: list[Partition] | None = None
@@ -106,6 +118,7 @@ class RDD(ActionsMixin, PairsMixin):
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["ctx"] = None
+        state["id"] = int(self.id)  # executors see a plain int (it goes into wire messages)
         if self.checkpoint_dir is not None:
             state["deps"] = []
         return state
@@ -135,6 +148,11 @@ class RDD(ActionsMixin, PairsMixin):
     def mapPartitionsWithIndex(self, f: Callable[[int, Iterator], Iterable], preservesPartitioning: bool = False,
                                ) -> RDD:
         return PipelinedRDD(self, f, preservesPartitioning, call_site("mapPartitionsWithIndex"))
+
+    def mapPartitionsWithSplit(self, f: Callable[[int, Iterator], Iterable], preservesPartitioning: bool = False,
+                               ) -> RDD:
+        """Deprecated PySpark alias of ``mapPartitionsWithIndex``."""
+        return PipelinedRDD(self, f, preservesPartitioning, call_site("mapPartitionsWithSplit"))
 
     def mapPartitions(self, f: Callable[[Iterator], Iterable], preservesPartitioning: bool = False) -> RDD:
         return PipelinedRDD(self, lambda _, it: f(it), preservesPartitioning, call_site("mapPartitions"))
@@ -194,6 +212,11 @@ class RDD(ActionsMixin, PairsMixin):
 
     def union(self, other: RDD) -> RDD:
         return self.ctx.union([self, other])
+
+    def __add__(self, other: RDD) -> RDD:
+        if not isinstance(other, RDD):
+            return NotImplemented
+        return self.union(other)
 
     def cartesian(self, other: RDD) -> RDD:
         return CartesianRDD(self, other)
@@ -273,7 +296,7 @@ class RDD(ActionsMixin, PairsMixin):
 
     def unpersist(self, blocking: bool = False) -> RDD:
         if self.storage_level is not None:
-            self.ctx._unpersist(self.id)
+            self.ctx._unpersist(int(self.id))
         self.storage_level = None
         return self
 
@@ -290,9 +313,22 @@ class RDD(ActionsMixin, PairsMixin):
         if self.ctx.checkpoint_dir is None:
             raise ValueError("checkpoint directory has not been set: call setCheckpointDir first")
         self._checkpoint_requested = True
+        self.is_checkpointed = True
 
     def isCheckpointed(self) -> bool:
+        """True once the checkpoint has been written (after the next action)."""
         return self.checkpoint_dir is not None
+
+    def localCheckpoint(self) -> None:
+        """Keep the computed partitions on the executors (memory, then disk), so later
+        actions do not recompute the lineage (Spark's local checkpoint; unlike Spark,
+        the lineage stays known, so a lost executor's partitions are recomputed)."""
+        if self.storage_level is None:
+            self.persist(StorageLevel.MEMORY_AND_DISK)
+        self._locally_checkpointed = True
+
+    def isLocallyCheckpointed(self) -> bool:
+        return self._locally_checkpointed
 
     def getCheckpointFile(self) -> str | None:
         return self.checkpoint_dir
@@ -372,6 +408,13 @@ class PipelinedRDD(RDD):
             self.preserves = preserves
         super().__init__(prev.ctx, [OneToOneDependency(parent)],
                          parent.partitioner if self.preserves else None, site)
+
+    def __getstate__(self) -> dict:
+        # What only the driver's planning uses (the unfused chain, the map function)
+        # stays out of the stage: ``func`` already holds the fused pipeline.
+        state = super().__getstate__()
+        state["unfused_prev"] = state["map_func"] = state["flat_map_func"] = None
+        return state
 
     def _fusable(self) -> bool:
         return self.storage_level is None and self.checkpoint_dir is None and not self._checkpoint_requested

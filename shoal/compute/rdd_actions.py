@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import operator
 import random
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from functools import reduce as _reduce
@@ -17,11 +19,40 @@ if TYPE_CHECKING:
     from shoal.compute.rdd import RDD
 
 
+# takeSample refuses sizes whose sampling fraction could not be bounded (PySpark's limit).
+_MAX_SAMPLE_SIZE = sys.maxsize - int(10.0 * math.sqrt(sys.maxsize))
+
+
+def _sample_fraction(num: int, total: int, with_replacement: bool) -> float:
+    """A sampling fraction that yields at least ``num`` of ``total`` elements with
+    probability > 99.99%: a Poisson tail bound with replacement, a binomial
+    (Chernoff) bound without."""
+    if with_replacement:
+        spread = 9 if num < 12 else 5  # standard deviations: small samples vary more
+        return (num + spread * math.sqrt(num)) / total
+    delta = 1e-4
+    gamma = -math.log(delta) / total
+    q = num / total
+    return min(1.0, q + gamma + math.sqrt(gamma * gamma + 2 * gamma * q))
+
+
 def _count_iter(it: Iterator) -> int:
     n = 0
     for n, _ in enumerate(it, 1):
         pass
     return n
+
+
+def _reduce_partition(f: Callable[[Any, Any], Any]) -> Callable[[Iterator], list]:
+    """``[reduced]`` for a partition, ``[]`` for an empty one."""
+
+    def part(it: Iterator) -> list:
+        it = iter(it)
+        for first in it:
+            return [_reduce(f, it, first)]
+        return []
+
+    return part
 
 
 class ActionsMixin:
@@ -78,26 +109,35 @@ class ActionsMixin:
         return heapq.nsmallest(num, itertools.chain.from_iterable(parts), key=key)
 
     def takeSample(self: RDD, withReplacement: bool, num: int, seed: int | None = None) -> list:  # type: ignore[misc]
+        """A sample of exactly ``num`` elements (fewer only when sampling without
+        replacement from a smaller RDD), in random order: the RDD is sampled with a
+        fraction large enough to get ``num`` elements with high probability (again,
+        with another seed, in the rare case it did not)."""
         if num < 0:
             raise ValueError("Sample size cannot be negative.")
+        if num > _MAX_SAMPLE_SIZE:
+            raise ValueError(f"Sample size cannot be greater than {_MAX_SAMPLE_SIZE}.")
         if num == 0:
             return []
         rng = random.Random(seed)
-        items = self.collect()
-        if not items:
+        total = self.count()
+        if total == 0:
             return []
-        if withReplacement:
-            return [rng.choice(items) for _ in range(num)]
+        if not withReplacement and num >= total:
+            items = self.collect()
+            rng.shuffle(items)
+            return items
+        fraction = _sample_fraction(num, total, withReplacement)
+        items = self.sample(withReplacement, fraction, rng.randrange(1 << 62)).collect()
+        while len(items) < num:
+            items = self.sample(withReplacement, fraction, rng.randrange(1 << 62)).collect()
         rng.shuffle(items)
         return items[:num]
 
     def reduce(self: RDD, f: Callable[[Any, Any], Any]) -> Any:  # type: ignore[misc]
-        empty = object()
-
-        def part(it: Iterator) -> Any:
-            return _reduce(f, it, empty)
-
-        vals = [v for v in self._run(part, action="reduce") if v is not empty]
+        """Reduce with a commutative and associative ``f`` (partitions reduce their
+        own elements, the driver the partial results)."""
+        vals = [v for part in self._run(_reduce_partition(f), action="reduce") for v in part]
         if not vals:
             raise ValueError("Can not reduce() empty RDD")
         return _reduce(f, vals)
@@ -173,7 +213,40 @@ class ActionsMixin:
 
         return histogram(self, buckets)
 
+    def countApprox(self: RDD, timeout: int, confidence: float = 0.95) -> int:  # type: ignore[misc]
+        """The exact count (shoal does not stop jobs early at a timeout)."""
+        return self.count()
+
+    def sumApprox(self: RDD, timeout: int, confidence: float = 0.95) -> float:  # type: ignore[misc]
+        """The exact sum, as a float (shoal does not stop jobs early at a timeout)."""
+        return float(self.sum())
+
+    def meanApprox(self: RDD, timeout: int, confidence: float = 0.95) -> float:  # type: ignore[misc]
+        """The exact mean (shoal does not stop jobs early at a timeout)."""
+        return float(self.mean())
+
+    def countApproxDistinct(self: RDD, relativeSD: float = 0.05) -> int:  # type: ignore[misc]
+        """The number of distinct elements (exact: a distinct count over a shuffle)."""
+        if relativeSD < 0.000017:
+            raise ValueError("relativeSD should be greater than 0.000017")
+        return self.distinct().count()
+
     # --- keys and values -------------------------------------------------------------------
+    def reduceByKeyLocally(self: RDD, func: Callable[[Any, Any], Any]) -> dict:  # type: ignore[misc]
+        """Merge the values of each key with ``func`` and return a dict to the driver
+        (each partition reduces its own keys, the driver merges the dicts)."""
+        def part(it: Iterator) -> dict:
+            d: dict = {}
+            for k, v in it:
+                d[k] = func(d[k], v) if k in d else v
+            return d
+
+        merged: dict = {}
+        for d in self._run(part, action="reduceByKeyLocally"):
+            for k, v in d.items():
+                merged[k] = func(merged[k], v) if k in merged else v
+        return merged
+
     def countByValue(self: RDD) -> dict:  # type: ignore[misc]
         parts = self._run(lambda it: Counter(it), action="countByValue")
         total: defaultdict = defaultdict(int)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.compute.dependencies import Aggregator, ShuffleDependency
 from shoal.compute.optimizer import add_kind, constant_pair_value
-from shoal.compute.partitioner import HashPartitioner, Partitioner, RangePartitioner
+from shoal.compute.partitioner import HashPartitioner, Partitioner, RangePartitioner, portable_hash
 
 if TYPE_CHECKING:
     from shoal.compute.rdd import RDD
@@ -32,6 +32,12 @@ def _append(acc: list, x: Any) -> list:
 def _extend(a: list, b: list) -> list:
     a.extend(b)
     return a
+
+
+def _partition_func(f: Callable[[Any], int] | None) -> Callable[[Any], int] | None:
+    """``None`` for the default hash (PySpark's ``portable_hash``), so partitioners
+    compare equal and use the fast path."""
+    return None if f is None or f is portable_hash else f
 
 
 class PairsMixin:
@@ -61,7 +67,7 @@ class PairsMixin:
                     partitionFunc: Callable[[Any], int] | None = None) -> RDD:
         from shoal.compute.rdd import call_site
 
-        part = HashPartitioner(self._default_partitions(numPartitions), partitionFunc)
+        part = HashPartitioner(self._default_partitions(numPartitions), _partition_func(partitionFunc))
         if self.partitioner == part:
             return self
         return self._shuffled(part, site=call_site("partitionBy"))
@@ -72,7 +78,7 @@ class PairsMixin:
                      _map_side_combine: bool = True, _identity_create: bool = False) -> RDD:
         from shoal.compute.rdd import call_site
 
-        part = HashPartitioner(self._default_partitions(numPartitions), partitionFunc)
+        part = HashPartitioner(self._default_partitions(numPartitions), _partition_func(partitionFunc))
         kind = add_kind(mergeValue, mergeCombiners)
         agg = Aggregator(createCombiner, mergeValue, mergeCombiners, _identity_create, kind)
         site = _site or call_site("combineByKey")
@@ -139,6 +145,17 @@ class PairsMixin:
         return self._shuffled(part, site=site, key_ordering=True, ascending=ascending,
                               sort_keyfunc=None if keyfunc is _identity else keyfunc)
 
+    def repartitionAndSortWithinPartitions(  # type: ignore[misc]
+            self: RDD, numPartitions: int | None = None, partitionFunc: Callable[[Any], int] | None = None,
+            ascending: bool = True, keyfunc: Callable[[Any], Any] = _identity) -> RDD:
+        """Hash-partition by key (or ``partitionFunc``) and sort each partition by key,
+        in the shuffle (cheaper than ``partitionBy`` then sorting each partition)."""
+        from shoal.compute.rdd import call_site
+
+        part = HashPartitioner(self._default_partitions(numPartitions), _partition_func(partitionFunc))
+        return self._shuffled(part, site=call_site("repartitionAndSortWithinPartitions"), key_ordering=True,
+                              ascending=ascending, sort_keyfunc=None if keyfunc is _identity else keyfunc)
+
     def _range_bounds(self: RDD, n: int, keyfunc: Callable) -> list:  # type: ignore[misc]
         """n-1 bounds from a sample of the keys (Spark samples ~20 keys per output
         partition from every input partition)."""
@@ -169,6 +186,29 @@ class PairsMixin:
     def flatMapValues(self: RDD, f: Callable[[Any], Any]) -> RDD:  # type: ignore[misc]
         return self.flatMap(lambda kv: ((kv[0], x) for x in f(kv[1])), preservesPartitioning=True)
 
+    def sampleByKey(self: RDD, withReplacement: bool, fractions: dict[Any, float],  # type: ignore[misc]
+                    seed: int | None = None) -> RDD:
+        """A sample with a fraction per key (``fractions[key]``; every key must have one)."""
+        import random
+
+        from shoal.compute.rdd import PipelinedRDD, _poisson_sample, call_site
+
+        for k, f in fractions.items():
+            if f < 0:
+                raise ValueError(f"Negative fraction value: {f} (key {k!r})")
+        seed = random.randrange(1 << 62) if seed is None else seed
+
+        def sampler(index: int, it: Iterator) -> Iterator:
+            rng = random.Random(seed ^ (index * 0x9E3779B97F4A7C15))
+            for kv in it:
+                fraction = fractions[kv[0]]
+                if withReplacement:
+                    yield from _poisson_sample(iter((kv,)), fraction, rng)
+                elif rng.random() < fraction:
+                    yield kv
+
+        return PipelinedRDD(self, sampler, True, call_site("sampleByKey"))
+
     def keys(self: RDD) -> RDD:  # type: ignore[misc]
         return self.map(operator.itemgetter(0))
 
@@ -184,7 +224,10 @@ class PairsMixin:
 
         rdds = [self, other, *others]
         k = len(rdds)
-        n = numPartitions or max(r.getNumPartitions() for r in rdds)
+        if numPartitions is None and not self.ctx.conf_default_parallelism_set:
+            n = max(1, *(r.getNumPartitions() for r in rdds))
+        else:
+            n = self._default_partitions(numPartitions)
         tagged = [r.map(lambda kv, i=i: (kv[0], (i, kv[1]))) for i, r in enumerate(rdds)]
 
         def create(tv: tuple) -> tuple:

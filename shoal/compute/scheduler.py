@@ -296,8 +296,8 @@ class JobScheduler:
         for task_id in sorted(self.busy.pop(ev.executor, set())):
             self._task_failed(task_id, f"executor {ev.executor} lost: {ev.reason}", None, now, counts=True)
         if ev.node_lost and place is not None:
-            if not any(p.host == place.host for p in self.executors.values()):
-                self._node_outputs_lost(place.host, now)
+            # The machine is gone, whether or not its other executors were reported yet.
+            self._node_outputs_lost(place.host, now)
 
     def _on_TaskSucceeded(self, ev: TaskSucceeded, now: float) -> None:
         att = self.attempts.get(ev.task_id)
@@ -394,12 +394,16 @@ class JobScheduler:
 
     def _check_stage_done(self, stage_id: int, now: float) -> None:
         ts = self.task_sets.get(stage_id)
+        if ts is not None and ts.zombie:
+            # A fetch failure already ended this attempt: its last straggler finishing
+            # is no success (the stage waits in ``waiting`` to run again).
+            if not any(ts.running.values()):
+                del self.task_sets[stage_id]
+            return
         if ts is None or ts.pending or any(ts.running.values()):
             return
         stage = self.stages[stage_id]
         if stage.spec.shuffle_id is not None and not self.stage_available(stage_id):
-            if ts.zombie:
-                return
             # Outputs were lost while it ran (a node died): run the missing ones again.
             missing = self.missing_partitions(stage_id)
             ts.pending.extend(p for p in missing if p not in ts.pending)
@@ -425,20 +429,25 @@ class JobScheduler:
 
     def _finish_job(self, job: Job, failure: str, error: Any = None) -> None:
         self.jobs.pop(job.job_id, None)
+        unneeded: set[int] = set()
         for sid in self._ancestors(job.final_stage):
             stage = self.stages.get(sid)
             if stage is None:
                 continue
             stage.jobs.discard(job.job_id)
             if not stage.jobs:
+                unneeded.add(sid)
                 self.waiting.discard(sid)
                 ts = self.task_sets.pop(sid, None)
-                if ts is not None:
-                    for tids in ts.running.values():
-                        for tid in list(tids):
-                            self._kill(tid, "job ended", None)
-                    if not any(isinstance(e, StageEnded) and e.stage_id == sid for e in self._out):
-                        self._out.append(StageEnded(sid, ts.attempt, failure))
+                # A zombie (fetch-failed) attempt has had its StageEnded already.
+                if ts is not None and not ts.zombie and \
+                        not any(isinstance(e, StageEnded) and e.stage_id == sid for e in self._out):
+                    self._out.append(StageEnded(sid, ts.attempt, failure))
+        # Kill every attempt still running for a stage no job needs now: the live task
+        # set's, an aborted one's, and stragglers of attempts a fetch failure replaced.
+        for tid in sorted(t for tids in self.busy.values() for t in tids):
+            if self.attempts[tid].stage_id in unneeded:
+                self._kill(tid, "job ended", None)
         self._out.append(JobEnded(job.job_id, failure, error))
 
     # --- failures ------------------------------------------------------------------------
@@ -485,15 +494,20 @@ class JobScheduler:
             if not ts.zombie:
                 ts.zombie = True
                 stage.consecutive_failures += 1
+                if stage.consecutive_failures >= self.conf.max_stage_attempts:
+                    # _abort_stage ends this attempt (one StageEnded, with the reason).
+                    self._abort_stage(att.stage_id, f"stage {att.stage_id} failed {stage.consecutive_failures} "
+                                      f"times on fetch failures; most recent: {ev.reason}", None, now)
+                    return
                 self._out.append(StageEnded(att.stage_id, ts.attempt, f"fetch failed: {ev.reason}"))
-            if stage.consecutive_failures >= self.conf.max_stage_attempts:
-                self.task_sets.pop(att.stage_id, None)
-                self._abort_stage(att.stage_id, f"stage {att.stage_id} failed {stage.consecutive_failures} "
-                                  f"times on fetch failures; most recent: {ev.reason}", None, now)
-                return
         outs = self.map_outputs.get(shuffle_id)
         if outs is not None and 0 <= map_index < len(outs):
-            outs[map_index] = None
+            # Only the output the reader failed to get: a late report from an older
+            # attempt must not drop one recomputed elsewhere since (Spark checks the
+            # location too).
+            cur = outs[map_index]
+            if cur is not None and getattr(cur, "node_id", node) == node:
+                outs[map_index] = None
         map_stage = self.shuffle_stage.get(shuffle_id)
         if map_stage is not None:
             mts = self.task_sets.get(map_stage)

@@ -16,6 +16,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from dataclasses import dataclass
 
 import lz4.block
@@ -88,43 +89,42 @@ def read_partition(
 
 def _records(batches: Iterator[list], dep: ShuffleDependency, work_dir: str, memory_limit_bytes: int,
              metrics: ShuffleReadMetrics) -> Iterator[tuple]:
+    agg = dep.aggregator
+    if agg is None and not dep.key_ordering:
+        return chain.from_iterable(batches)  # records as fetched, no Python frame per record
+    return _combined_or_sorted(batches, dep, work_dir, memory_limit_bytes, metrics)
+
+
+def _combined_or_sorted(batches: Iterator[list], dep: ShuffleDependency, work_dir: str, memory_limit_bytes: int,
+                        metrics: ShuffleReadMetrics) -> Iterator[tuple]:
+    agg = dep.aggregator
+    merger = sorter = None
     try:
-        agg = dep.aggregator
-        if agg is None and not dep.key_ordering:
-            for batch in batches:
-                yield from batch
-            return
-        sorter = None
         if dep.key_ordering:
             sorter = ExternalSorter(
                 work_dir=work_dir, memory_limit_bytes=memory_limit_bytes, keyfunc=dep.sort_keyfunc,
                 ascending=dep.ascending,
             )
-        try:
-            if agg is None:
-                assert sorter is not None
-                sorter.add_batches(batches)
-                yield from sorter.sorted_records()
-                return
+        if agg is not None:
             merger = ExternalMerger(agg, work_dir=work_dir, memory_limit_bytes=memory_limit_bytes)
-            try:
-                merger.merge_batches(batches, combined=dep.map_side_combine)
-                if sorter is None:
-                    yield from merger.items()
-                else:
-                    sorter.add(merger.items())
-                    yield from sorter.sorted_records()
-            finally:
-                metrics.spills += merger.spills
-                metrics.spilled_bytes += merger.spilled_bytes
-                merger.cleanup()
-        finally:
+            merger.merge_batches(batches, combined=dep.map_side_combine)
+            out = merger.items()
             if sorter is not None:
-                metrics.spills += sorter.spills
-                metrics.spilled_bytes += sorter.spilled_bytes
-                sorter.cleanup()
+                sorter.add(out)
+                out = sorter.sorted_records()
+        else:
+            assert sorter is not None
+            sorter.add_batches(batches)
+            out = sorter.sorted_records()
+        batches.close()  # type: ignore[attr-defined]  # every segment read: stop the fetchers now
+        yield from out
     finally:
         batches.close()  # type: ignore[attr-defined]
+        for part in (merger, sorter):
+            if part is not None:
+                metrics.spills += part.spills
+                metrics.spilled_bytes += part.spilled_bytes
+                part.cleanup()
 
 
 def _fetch(local: list[Segment], remote: dict[tuple[str, int], list[Segment]], reduce_index: int,

@@ -127,6 +127,10 @@ class ShuffleService:
     def stop(self) -> None:
         """Stop accepting and drop every open connection."""
         self._stop.set()
+        try:  # shutdown() wakes the thread blocked in accept(); close() alone does not
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self._listener.close()
         except OSError:

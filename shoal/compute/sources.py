@@ -73,9 +73,13 @@ class TextFileRDD(RDD):
         return read_split_lines(split.split)  # type: ignore[attr-defined]
 
     def preferred_locations(self, split: Partition) -> list[tuple[str, str]]:
-        s = split.split  # type: ignore[attr-defined]
-        racks = list(s.racks) + [""] * (len(s.hosts) - len(s.racks))
-        return list(zip(s.hosts, racks))
+        return _split_locations(split.split)  # type: ignore[attr-defined]
+
+
+def _split_locations(s: FileSplit) -> list[tuple[str, str]]:
+    """(host, rack) of the nodes holding a split's bytes (none for local files)."""
+    racks = list(s.racks) + [""] * (len(s.hosts) - len(s.racks))
+    return list(zip(s.hosts, racks))
 
 
 class FileGroupPartition(Partition):
@@ -87,37 +91,34 @@ class FileGroupPartition(Partition):
 
 
 class WholeTextFilesRDD(RDD):
-    """``wholeTextFiles``: (path, content) per file."""
+    """``wholeTextFiles``: (path, content) per file; the path as Spark prints it
+    (``file:/abs/path`` or the ``shoal://`` URL). Files are grouped into about
+    ``minPartitions`` partitions; no file is cut."""
 
     def __init__(self, ctx: ComputeContext, path: str, min_partitions: int) -> None:
+        from shoal.compute.storage import _target
+
         super().__init__(ctx, [], site=call_site("wholeTextFiles"))
         self.path = path
         self.min_partitions = min_partitions
+        self.cluster = _target(None)  # the driver's default cluster, for the executors
 
     def get_partitions(self) -> list[Partition]:
         from shoal.compute.storage import whole_text_files
 
-        groups = whole_text_files(self.path, self.min_partitions)
+        groups = whole_text_files(self.path, self.min_partitions, cluster=self.cluster)
         return [FileGroupPartition(i, g) for i, g in enumerate(groups)]
 
     def compute(self, split: Partition, tc: TaskContext) -> Iterator:
         from shoal.compute.storage import read_whole_file
 
         for path, _ in split.files:  # type: ignore[attr-defined]
-            yield display_path(path), read_whole_file(path)
-
-
-def display_path(path: str) -> str:
-    """A file's name as Spark prints it: ``file:/abs/path`` or the DFS URL."""
-    if "://" in path:
-        return path
-    import os
-
-    return "file:" + os.path.abspath(path)
+            yield path, read_whole_file(path, self.cluster)
 
 
 class PickleFileRDD(RDD):
-    """``pickleFile``: what ``saveAsPickleFile`` wrote, one partition per part file."""
+    """``pickleFile``: what ``saveAsPickleFile`` wrote, one partition per part file
+    (files are not cut: ``minPartitions`` does not split them)."""
 
     def __init__(self, ctx: ComputeContext, path: str, min_partitions: int) -> None:
         super().__init__(ctx, [], site=call_site("pickleFile"))
@@ -125,16 +126,17 @@ class PickleFileRDD(RDD):
         self.min_partitions = min_partitions
 
     def get_partitions(self) -> list[Partition]:
-        from shoal.compute.storage import resolve_input
+        from shoal.compute.storage import pickle_splits
 
-        files = [f for f in resolve_input(self.path)]
-        return [FileGroupPartition(i, [f]) for i, f in enumerate(files)]
+        return [FilePartition(i, s) for i, s in enumerate(pickle_splits(self.path, self.min_partitions))]
 
     def compute(self, split: Partition, tc: TaskContext) -> Iterator:
         from shoal.compute.storage import read_pickle_file
 
-        for path, _ in split.files:  # type: ignore[attr-defined]
-            yield from read_pickle_file(path)
+        return read_pickle_file(split.split)  # type: ignore[attr-defined]
+
+    def preferred_locations(self, split: Partition) -> list[tuple[str, str]]:
+        return _split_locations(split.split)  # type: ignore[attr-defined]
 
 
 class EmptyRDD(RDD):

@@ -86,48 +86,65 @@ class StatCounter:
             self.count(), self.mean(), self.stdev(), self.max(), self.min())
 
 
-def histogram(rdd: RDD, buckets: int | list) -> tuple[list, list[int]]:
-    """PySpark's ``histogram``: ``buckets`` evenly spaced over [min, max] when an int,
-    else sorted bucket edges; the last bucket is closed on the right."""
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def histogram(rdd: RDD, buckets: int | list | tuple) -> tuple[Any, list[int]]:
+    """PySpark's ``histogram``.
+
+    An int ``n`` asks for ``n`` evenly spaced buckets between the RDD's min and max
+    (integer edges when the span divides evenly); a sequence gives the sorted edges
+    (returned as given). Buckets are ``[a, b)`` except the last, ``[a, b]``; values
+    outside the edges, ``None`` and NaN are not counted."""
     if isinstance(buckets, int):
         if buckets < 1:
             raise ValueError("number of buckets must be >= 1")
-        clean = rdd.filter(lambda x: x is not None and not (isinstance(x, float) and math.isnan(x)))
+        clean = rdd.filter(lambda x: not _missing(x))
+
+        def minmax(a: tuple, b: tuple) -> tuple:
+            return (min(a[0], b[0]), max(a[1], b[1]), a[2] + b[2])
+
         try:
-            lo, hi = clean.map(lambda x: (x, x)).reduce(lambda a, b: (min(a[0], b[0]), max(a[1], b[1])))
+            lo, hi, n = clean.map(lambda x: (x, x, 1)).reduce(minmax)
         except ValueError as exc:
             if "empty" in str(exc):
                 raise ValueError("can not generate buckets from empty RDD") from None
             raise
-        if math.isinf(lo) or math.isinf(hi):
-            raise ValueError("Can not generate buckets with infinite value")
-        if lo == hi:
-            edges: list[Any] = [lo, hi]
-            buckets = 1
-        else:
+        if lo == hi or buckets == 1:
+            return [lo, hi], [n]
+        try:
             inc = (hi - lo) / buckets
-            edges = [lo + i * inc for i in range(buckets)] + [hi]
-        even = True
+        except TypeError:
+            raise TypeError("Can not generate buckets with non-number in RDD") from None
+        if math.isinf(inc) or math.isnan(inc):
+            raise ValueError("Can not generate buckets with infinite value")
+        if int(inc) * buckets == hi - lo:
+            inc = int(inc)  # integer edges when the span divides evenly (as PySpark)
+        edges: list[Any] = [lo + i * inc for i in range(buckets)] + [hi]
+        given: Any = edges
     else:
         edges = list(buckets)
         if len(edges) < 2:
             raise ValueError("buckets should have more than one value")
-        if any(a >= b for a, b in zip(edges, edges[1:])):
-            raise ValueError("buckets should be sorted and not contain duplicated values")
-        even = False
+        if any(_missing(b) for b in edges):
+            raise ValueError("can not have None or NaN in buckets")
+        if sorted(edges) != edges:
+            raise ValueError("buckets should be sorted")
+        if len(set(edges)) != len(edges):
+            raise ValueError("buckets should not contain duplicated values")
+        given = buckets
     lo, hi = edges[0], edges[-1]
     nb = len(edges) - 1
 
     def count(it: Iterable) -> list[int]:
         counts = [0] * nb
         for x in it:
-            if x is None or (isinstance(x, float) and math.isnan(x)) or x < lo or x > hi:
+            if _missing(x) or x < lo or x > hi:
                 continue
-            i = nb - 1 if x == hi else bisect.bisect_right(edges, x) - 1
-            counts[i] += 1
+            counts[min(bisect.bisect_right(edges, x) - 1, nb - 1)] += 1
         return counts
 
     parts = rdd.ctx.run_job(rdd, count, None, "histogram")
     total = [sum(c) for c in zip(*parts)] if parts else [0] * nb
-    del even
-    return edges, total
+    return given, total

@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,8 +50,12 @@ class RpcServer:
         _, handler, is_async = entry
         return await handler(body) if is_async else handler(body)
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=2**20)
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Listen on ``host:port``, or on an already bound and listening ``sock``."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._serve, sock=sock, limit=2**20)
+        else:
+            self._server = await asyncio.start_server(self._serve, host, port, limit=2**20)
         sock = self._server.sockets[0]
         addr = sock.getsockname()
         return addr[0], addr[1]

@@ -6,6 +6,8 @@ so PySpark RDD programs run unmodified.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from shoal.compute.context import ComputeContext
@@ -33,6 +35,7 @@ class SparkContext(ComputeContext):
                  profiler_cls: Any = None) -> None:
         settings = conf.getAll() if conf is not None else []
         d = dict(settings)
+        self._start_ms = int(time.time() * 1000)
         super().__init__(master or d.get("spark.master"), appName or d.get("spark.app.name"), d)
         self._spark_conf = conf or SparkConf()
 
@@ -48,6 +51,20 @@ class SparkContext(ComputeContext):
         c.setAll(self.conf.items())
         c.set("spark.master", self.master).set("spark.app.name", self.appName)
         return c
+
+    def runJob(self, rdd: RDD, partitionFunc: Callable[[Iterator], Iterable], partitions: list[int] | None = None,
+               allowLocal: bool = False) -> list:
+        """Run ``partitionFunc`` on the given partitions (default: all) and return
+        the concatenation of what it returned for each, in partition order."""
+        results = self.run_job(rdd, lambda it: list(partitionFunc(it)), partitions, "runJob")
+        return [x for part in results for x in part]
+
+    def __repr__(self) -> str:
+        return f"<SparkContext master={self.master} appName={self.appName}>"
+
+    @property
+    def startTime(self) -> int:
+        return self._start_ms
 
     @property
     def sparkUser(self) -> str:
