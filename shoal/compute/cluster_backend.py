@@ -45,6 +45,11 @@ class ClusterBackend:
         self.cluster_target = master if master != "shoal" else os.environ.get("SHOAL_CLUSTER", "")
         if self.address.folder is not None:
             self.cluster_target = str(self.address.folder.resolve())
+        if self.cluster_target:
+            # shoal:/// paths in this application mean this cluster's file system.
+            from shoal.compute.storage import set_default_cluster
+
+            set_default_cluster(self.cluster_target)
         self.instances = int(c.get("spark.executor.instances", 2))
         self.cores = int(c.get("spark.executor.cores", 1))
         mem = c.get("spark.executor.memory", "1g")
