@@ -43,7 +43,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -399,6 +401,17 @@ def java_status(env: dict[str, str]) -> tuple[str | None, str | None]:
     return (out[0] if out else java), None
 
 
+def java_too_old(pyspark_version: str | None, java_version: str | None) -> str | None:
+    """PySpark 4 needs Java 17+; say so up front rather than as a JVM stack trace."""
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', java_version or "")
+    if not m or not pyspark_version or not pyspark_version.split(".")[0].isdigit():
+        return None
+    major = int(m.group(2) or 0) if m.group(1) == "1" else int(m.group(1))  # "1.8.0" is Java 8
+    if int(pyspark_version.split(".")[0]) >= 4 and major < 17:
+        return f"PySpark {pyspark_version} needs Java 17 or newer; found {java_version}"
+    return None
+
+
 def gnu_sort_status() -> tuple[str | None, str | None]:
     sort = shutil.which("sort")
     if not sort:
@@ -428,7 +441,7 @@ def peer_status(peers: list[str], env: dict[str, str]) -> dict[str, dict[str, An
             pyspark = pyspark or _probe_import("pyspark", env)
             java = java or java_status(env)
             info["version"], info["java"] = pyspark[0], java[0]
-            error = pyspark[1] or java[1]
+            error = pyspark[1] or java[1] or java_too_old(pyspark[0], java[0])
         elif peer == "dask":
             info["version"], error = _probe_import("dask.bag", env)
         elif peer == "python":
@@ -538,7 +551,12 @@ def run_command(cmd: list[str], env: dict[str, str], log_path: Path, timeout: fl
                 outcome["timeout"] = True
                 end_session(proc.pid, grace_s=0.0)
                 proc.wait()
-            outcome["group_cpu_s"] = poller.stop()
+            except BaseException:  # interrupted: leave nothing of the run behind
+                end_session(proc.pid, grace_s=0.0)
+                proc.wait()
+                raise
+            finally:
+                outcome["group_cpu_s"] = poller.stop()
 
     sample = timed(go)
     missed = max(0.0, outcome.get("group_cpu_s", 0.0) - sample.children_cpu_s)
@@ -563,6 +581,7 @@ class Workload:
     env: dict[str, str]
     timeout: float
     input_digest: RecordsDigest | None = None
+    interrupted: bool = False
 
     def run_once(self, peer: str, run_no: int) -> Run:
         tag = f"{self.name}-{peer}-{run_no}"
@@ -690,12 +709,16 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         inputs["sort"] = (records.path, records.nbytes)
 
     workloads: dict[str, Any] = {}
+    interrupted = False
     for name in WORKLOADS:
         if name not in args.only:
             continue
         path, nbytes = inputs[name]
         wl = Workload(name, path, nbytes, work, env, args.timeout, input_digest)
         workloads[name] = run_workload(wl, args, status)
+        if wl.interrupted:
+            interrupted = True
+            break
 
     goals = evaluate_goals(workloads)
     evaluated = [g["goal_met"] for g in goals.values()]
@@ -709,6 +732,7 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "ratios": {name: w["ratios"] for name, w in workloads.items()},
         "goals": goals,
         "all_goals_met": bool(evaluated) and all(g is True for g in evaluated),
+        "interrupted": interrupted,
         "warnings": warnings_of(workloads),
         "peers": status,
         "data": data,
@@ -718,6 +742,23 @@ def run_in(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     print_table(result)
     return result
+
+
+def run_peers(wl: Workload, args: argparse.Namespace, runnable: list[str], runs: dict[str, list[Run]], errors: dict[str, str]) -> None:
+    for i in range(args.repeat):
+        # rotate the order from run to run: no peer always goes first
+        k = i % len(runnable) if runnable else 0
+        for peer in runnable[k:] + runnable[:k]:
+            if peer in errors:  # failed in an earlier run: no point in more
+                continue
+            r = wl.run_once(peer, i + 1)
+            runs[peer].append(r)
+            mark = "" if r.error is None else f"  ERROR {r.error.splitlines()[0][:200]}"
+            ok = r.check.get("ok")
+            mark += "" if ok is None else ("  check ok" if ok else f"  CHECK FAILED {r.check.get('detail') or ''}")
+            log(f"  run {i + 1}/{args.repeat} {peer:11s} {r.sample.wall_s:8.2f} s{mark}")
+            if r.error is not None:
+                errors[peer] = r.error
 
 
 def run_workload(wl: Workload, args: argparse.Namespace, status: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -733,25 +774,18 @@ def run_workload(wl: Workload, args: argparse.Namespace, status: dict[str, dict[
         elif not status[peer]["ok"]:
             errors[peer] = status[peer]["error"]
     runnable = [p for p in peers if p not in errors]
-    for i in range(args.repeat):
-        # rotate the order from run to run: no peer always goes first
-        order = runnable[i % len(runnable):] + runnable[: i % len(runnable)] if runnable else []
-        for peer in order:
-            if peer in errors:  # failed in an earlier run: no point in more
-                continue
-            r = wl.run_once(peer, i + 1)
-            runs[peer].append(r)
-            mark = "" if r.error is None else f"  ERROR {r.error.splitlines()[0][:200]}"
-            ok = r.check.get("ok")
-            mark += "" if ok is None else ("  check ok" if ok else f"  CHECK FAILED {r.check.get('detail') or ''}")
-            log(f"  run {i + 1}/{args.repeat} {peer:11s} {r.sample.wall_s:8.2f} s{mark}")
-            if r.error is not None:
-                errors[peer] = r.error
+    try:
+        run_peers(wl, args, runnable, runs, errors)
+    except KeyboardInterrupt:
+        wl.interrupted = True
+        log(f"{wl.name}: interrupted; reporting the runs that finished")
     if wl.name == "wordcount":
         compare_word_counts(runs)
 
     results: dict[str, Any] = {}
     for peer in peers:
+        if wl.interrupted and peer not in errors and len(runs[peer]) < args.repeat:
+            errors[peer] = f"interrupted after {len(runs[peer])} of {args.repeat} runs"
         results[peer] = peer_result(wl, runs[peer], errors.get(peer))
     shoal_s = results.get("shoal", {}).get("median_s")
     if "shoal" not in results:
@@ -809,7 +843,9 @@ def peer_result(wl: Workload, runs: list[Run], error: str | None) -> dict[str, A
         return {"error": error}
     walls = [r.sample.wall_s for r in runs]
     out: dict[str, Any] = {}
-    if error is not None:
+    if error is not None and error.startswith("interrupted") and runs:
+        out["interrupted"] = error  # the finished runs still count
+    elif error is not None:
         out["error"] = error
         out["failed_runs_s"] = [rounded(w) for w in walls]
         return out
@@ -930,8 +966,14 @@ NOTES = [
 ]
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM / Ctrl-C: the running peer is killed and what finished is still reported
+    signal.signal(signal.SIGTERM, _interrupt)
     emit(run(args))
     return 0
 

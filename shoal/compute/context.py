@@ -207,7 +207,12 @@ class ComputeContext:
             raise JobFailed("Cannot call methods on a stopped SparkContext")
         site = call_site(action or "runJob")
         group = getattr(self._job_group, "group", None)
-        blobs = self._driver.run_job(rdd, func, partitions, site, group)
+        try:
+            blobs = self._driver.run_job(rdd, func, partitions, site, group)
+        except KeyboardInterrupt:
+            # Ctrl-C: the job was cancelled; release the executors before leaving.
+            self.stop()
+            raise
         import pickle
 
         results = [pickle.loads(b) for b in blobs]

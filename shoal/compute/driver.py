@@ -68,7 +68,9 @@ from shoal.errors import BadRequest, JobCancelled as JobCancelledError, JobFaile
 
 log = logging.getLogger("compute.driver")
 
-TICK_S = 0.1  # spark.speculation.interval: how often stragglers and locality waits are checked
+TICK_S = 0.1
+CANCEL_WAIT_S = 2.0  # how long Ctrl-C waits for the job's cancellation to be recorded
+SERVICE_PROBE_TIMEOUT_S = 0.5  # connecting to a shuffle service after a fetch failed from it  # spark.speculation.interval: how often stragglers and locality waits are checked
 
 
 class Backend(Protocol):
@@ -237,6 +239,10 @@ class Driver:
             results = fut.result()
         except KeyboardInterrupt:
             self.cancel_job(job_id, "cancelled by Ctrl-C")
+            try:
+                fut.result(timeout=CANCEL_WAIT_S)
+            except BaseException:  # the cancellation itself, or a second Ctrl-C
+                pass
             raise
         return results
 
@@ -278,8 +284,12 @@ class Driver:
         elif isinstance(eff, KillTask):
             ex = self.executors.get(eff.executor)
             if ex is not None:
-                ex.kills.append(eff.task_id)
-                _wake(ex.control_waiter, None)
+                queued = [t for t in ex.queue if t.task_id == eff.task_id]
+                if queued:  # not sent yet: it never starts
+                    ex.queue.remove(queued[0])
+                else:
+                    ex.kills.append(eff.task_id)
+                    _wake(ex.control_waiter, None)
             self.recorder.task_killed(eff.task_id, eff.reason)
         elif isinstance(eff, TaskCompleted):
             self._completed(eff)
@@ -396,7 +406,24 @@ class Driver:
             self._handle(TaskFailed(res.task_id, "killed", killed=True))
         else:
             err = res.error or TaskError("Unknown", "task failed", "")
-            self._handle(TaskFailed(res.task_id, f"{err.exc_type}: {err.message}", err, err.fetch_failed))
+            node_lost = err.fetch_failed is not None and not self._shuffle_service_up(err.fetch_failed)
+            self._handle(TaskFailed(res.task_id, f"{err.exc_type}: {err.message}", err, err.fetch_failed,
+                                    node_lost=node_lost))
+
+    def _shuffle_service_up(self, fetch: tuple[int, int, str]) -> bool:
+        """Whether the shuffle service of the node a fetch failed from still accepts
+        connections (a refused connection answers at once)."""
+        shuffle_id, map_index, node = fetch
+        outs = self.sched.map_outputs.get(shuffle_id) or []
+        status = outs[map_index] if 0 <= map_index < len(outs) else None
+        service = getattr(status, "service", None)
+        if service is None:
+            return self.backend.node_alive(node)
+        try:
+            socket.create_connection(tuple(service), timeout=SERVICE_PROBE_TIMEOUT_S).close()
+            return True
+        except OSError:
+            return False
 
     async def _on_control(self, req: ControlPoll) -> ControlReply:
         ex = self.executors.get(req.executor_id)

@@ -9,10 +9,10 @@ by key in memory (Timsort is close to linear on the pre-sorted runs map tasks
 write) and, over the limit, spills sorted runs and merges them with ``heapq.merge``.
 
 Memory is the process RSS, read from ``/proc/self/statm`` (about 2 µs) every
-``CHECK_RECORDS`` records. RSS does not always fall after a spill (freed objects
-stay in the allocator's arenas), so after a spill the threshold rises to the RSS
-left plus ``SPILL_HEADROOM`` (see :class:`MemoryProbe`): a limit below what the
-process holds anyway does not turn every check into a spill.
+``CHECK_RECORDS`` records. After a spill, glibc's ``malloc_trim`` returns the freed
+memory to the OS, and the threshold rises to the RSS left plus ``SPILL_HEADROOM``
+(see :class:`MemoryProbe`): a limit below what the process holds anyway does not
+turn every check into a spill.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ SUBPARTITIONS = 59  # prime, as PySpark's default: spreads keys of any stride
 SPILL_BATCH_RECORDS = 1024  # combiners may be big (groupByKey lists): smaller batches
 MERGE_DEPTH_MAX = 4  # past this a sub-partition is merged in memory whatever its size
 _MISSING = object()
+
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``: hands memory freed by a spill back to the OS, so RSS
@@ -113,8 +114,10 @@ def combine_into(d: dict, records: list, agg: Aggregator, combined: bool) -> Non
     get = d.get
     if agg.merge_kind == "add" and (combined or agg.identity_create):
         # (collections._count_elements is no faster for word counts: the dict dominates.)
-        for k, v in records:
-            d[k] = get(k, 0) + v
+        missing = _MISSING
+        for k, v in records:  # '+' inline: works for numbers, strings and lists alike
+            old = get(k, missing)
+            d[k] = v if old is missing else old + v
         return
     missing = _MISSING
     if combined or agg.identity_create:

@@ -110,6 +110,10 @@ class JobRecorder:
 
     def executor_lost(self, executor_id: str, reason: str) -> None:
         self.app["executors_lost"].append({"executor": executor_id, "reason": reason, "time": time.time()})
+        for rec in self.tasks.values():
+            if rec["executor"] == executor_id and rec["state"] == "running":
+                rec.update(state="failed", error=f"executor lost: {reason}",
+                           duration_s=round(time.time() - rec["start"], 4))
         self.flush(force=True)
 
     def job_ended(self, job_id: int, failure: str) -> None:

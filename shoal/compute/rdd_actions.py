@@ -55,6 +55,19 @@ def _reduce_partition(f: Callable[[Any, Any], Any]) -> Callable[[Iterator], list
     return part
 
 
+def _tree_combine(partial: RDD, comb: Callable[[Any, Any], Any], depth: int, action: str) -> list:
+    """The values of ``partial`` (one per partition) combined on the executors in
+    rounds, each dividing the number of partitions by ``scale`` (so that about
+    ``depth`` rounds are made), until few are left; those come to the driver."""
+    n = partial.getNumPartitions()
+    scale = max(math.ceil(n ** (1.0 / depth)), 2)
+    while n > scale + n / scale:
+        n = math.ceil(n / scale)
+        partial = (partial.mapPartitionsWithIndex(lambda i, it, n=n: ((i % n, v) for v in it))
+                   .reduceByKey(comb, n).values())
+    return [v for vals in partial._run(list, action=action) for v in vals]
+
+
 class ActionsMixin:
     """Methods that return values to the driver or write output."""
 
@@ -143,9 +156,24 @@ class ActionsMixin:
         return _reduce(f, vals)
 
     def treeReduce(self: RDD, f: Callable[[Any, Any], Any], depth: int = 2) -> Any:  # type: ignore[misc]
+        """``reduce`` in a tree of about ``depth`` levels: partial results are combined
+        on the executors, level by level, before the driver combines the last few."""
         if depth < 1:
             raise ValueError(f"Depth cannot be smaller than 1 but got {depth}.")
-        return self.reduce(f)
+        part = _reduce_partition(f)
+
+        def merge(a: list, b: list) -> list:  # [] is "no value yet" (an empty partition)
+            if not a:
+                return b
+            if not b:
+                return a
+            return [f(a[0], b[0])]
+
+        partial = self.mapPartitions(lambda it: [part(it)])
+        result = _reduce(merge, _tree_combine(partial, merge, depth, "treeReduce"), [])
+        if not result:
+            raise ValueError("Cannot reduce empty RDD.")
+        return result[0]
 
     def fold(self: RDD, zeroValue: Any, op: Callable[[Any, Any], Any]) -> Any:  # type: ignore[misc]
         import copy
@@ -161,9 +189,15 @@ class ActionsMixin:
 
     def treeAggregate(self: RDD, zeroValue: Any, seqOp: Callable, combOp: Callable,  # type: ignore[misc]
                       depth: int = 2) -> Any:
+        """``aggregate`` in a tree of about ``depth`` levels (see ``treeReduce``)."""
+        import copy
+
         if depth < 1:
             raise ValueError(f"Depth cannot be smaller than 1 but got {depth}.")
-        return self.aggregate(zeroValue, seqOp, combOp)
+        if self.getNumPartitions() == 0:
+            return zeroValue
+        partial = self.mapPartitions(lambda it: [_reduce(seqOp, it, copy.deepcopy(zeroValue))])
+        return _reduce(combOp, _tree_combine(partial, combOp, depth, "treeAggregate"))
 
     def foreach(self: RDD, f: Callable[[Any], None]) -> None:  # type: ignore[misc]
         def part(it: Iterator) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from shoal.compute.dependencies import Aggregator, ShuffleDependency
@@ -38,6 +38,35 @@ def _partition_func(f: Callable[[Any], int] | None) -> Callable[[Any], int] | No
     """``None`` for the default hash (PySpark's ``portable_hash``), so partitioners
     compare equal and use the fast path."""
     return None if f is None or f is portable_hash else f
+
+
+def _reservoir(items: Iterable, k: int, rng: Any) -> tuple[int, list]:
+    """(number of items, a uniform sample of ``k`` of them) in one pass, skipping
+    between picks in C (Li's reservoir algorithm L): O(k log(n/k)) random numbers."""
+    import math
+    from collections import deque
+    from itertools import islice
+
+    it = enumerate(items)  # the index of the last item seen gives the count
+    sample = [v for _, v in islice(it, k)]
+    last = len(sample) - 1
+    if len(sample) < k:
+        return len(sample), sample
+
+    def unit() -> float:  # uniform in (0, 1)
+        return rng.random() or 0.5
+
+    w = math.exp(math.log(unit()) / k)
+    missing = (-1, None)
+    while True:
+        skip = int(math.log(unit()) / math.log1p(-w)) if w < 1.0 else 0
+        skipped = deque(islice(it, skip), maxlen=1)  # consumed in C, the last one kept
+        index, item = next(it, missing)
+        if index < 0:
+            return (skipped[0][0] if skipped else last) + 1, sample
+        last = index
+        sample[rng.randrange(k)] = item
+        w *= math.exp(math.log(unit()) / k)
 
 
 class PairsMixin:
@@ -157,26 +186,56 @@ class PairsMixin:
                               ascending=ascending, sort_keyfunc=None if keyfunc is _identity else keyfunc)
 
     def _range_bounds(self: RDD, n: int, keyfunc: Callable) -> list:  # type: ignore[misc]
-        """n-1 bounds from a sample of the keys (Spark samples ~20 keys per output
-        partition from every input partition)."""
-        per_part = max(1, (20 * n + self.getNumPartitions() - 1) // max(self.getNumPartitions(), 1))
+        """n-1 bounds for ``sortByKey`` from a sample of the keys (Spark's
+        RangePartitioner), aiming at 60 keys per output partition: each input
+        partition sends its size and a uniform sample of up to three times its share
+        of that (one job); a partition so big that its share of the keys is more than
+        that is sampled again, in proportion to its size (a second job on those
+        partitions only). Each sampled key stands for ``size / sample size`` keys,
+        and the bounds cut the sorted sample into ``n`` runs of equal weight."""
+        import math
 
-        def sample(index: int, it: Iterator) -> Iterator:
-            import random
+        m = max(self.getNumPartitions(), 1)
+        sample_size = min(60 * n, 1_000_000)
+        per_part = max(1, math.ceil(3 * sample_size / m))
 
-            keys = [keyfunc(kv[0]) for kv in it]
-            if len(keys) > per_part:
-                keys = random.Random(index).sample(keys, per_part)
-            return iter([keys])
+        def sampler(k: int | None) -> Callable[[int, Iterator], Iterator]:
+            def sample(index: int, it: Iterator) -> Iterator:
+                import random
 
-        samples = sorted(k for keys in self.mapPartitionsWithIndex(sample).collect() for k in keys)
-        if not samples:
+                count, kvs = _reservoir(it, k or per_part, random.Random(index * 7919 + (k or 0)))
+                return iter([(count, [keyfunc(kv[0]) for kv in kvs])])
+
+            return sample
+
+        first = self.mapPartitionsWithIndex(sampler(None)).collect()
+        total = sum(count for count, _ in first)
+        if total == 0:
             return []
-        bounds = []
-        for i in range(1, n):
-            b = samples[min(len(samples) - 1, i * len(samples) // n)]
-            if not bounds or b > bounds[-1]:
-                bounds.append(b)
+        fraction = min(1.0, sample_size / total)
+        weighted: list[tuple[Any, float]] = []
+        big: dict[int, int] = {}  # partition -> how many keys to sample from it
+        for index, (count, keys) in enumerate(first):
+            if fraction * count > per_part:
+                big[index] = math.ceil(fraction * count)
+            elif keys:
+                weighted.extend((k, count / len(keys)) for k in keys)
+        for want in sorted(set(big.values())):
+            parts = [i for i, k in big.items() if k == want]
+            again = self.mapPartitionsWithIndex(sampler(want))
+            for count, keys in again._run(lambda it: next(iter(it)), parts, "sortByKey"):
+                weighted.extend((k, count / len(keys)) for k in keys)
+        weighted.sort(key=operator.itemgetter(0))
+        step = sum(w for _, w in weighted) / n
+        bounds: list = []
+        cumulative, target = 0.0, step
+        for key, weight in weighted:
+            cumulative += weight
+            if cumulative >= target and (not bounds or key > bounds[-1]):
+                bounds.append(key)
+                if len(bounds) == n - 1:
+                    break
+                target += step
         return bounds
 
     # --- values ----------------------------------------------------------------------------

@@ -94,6 +94,10 @@ class TaskFailed:
     fetch_failed: tuple[int, int, str] | None = None  # (shuffle_id, map_index, node_id)
     killed: bool = False
     counts: bool = True  # counts toward max_task_failures
+    # The fetch failed because the node's shuffle service is gone: every output on
+    # that node is lost, not just the one map output (Spark does the same with an
+    # external shuffle service).
+    node_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -415,7 +419,10 @@ class JobScheduler:
 
     def _check_waiting(self, now: float) -> None:
         for sid in sorted(self.waiting):
-            if sid in self.stages and not self._missing_parents(sid) and self.stages[sid].jobs:
+            if sid in self.stages and self.stages[sid].jobs:
+                # Submits it, or again the parents it still misses: a lost node may have
+                # taken the outputs of a parent that had finished, and no fetch failure
+                # will report that while this stage waits.
                 self._submit_stage(sid, now)
 
     def _abort_stage(self, stage_id: int, reason: str, error: Any, now: float) -> None:
@@ -485,7 +492,9 @@ class JobScheduler:
         shuffle_id, map_index, node = ev.fetch_failed  # type: ignore[misc]
         stage = self.stages.get(att.stage_id)
         ts = self.task_sets.get(att.stage_id)
-        if stage is None:
+        if stage is None or att.stage_attempt != stage.attempts - 1:
+            # Like Spark, ignore a fetch failure from an older attempt of the stage: a
+            # newer one runs (or ran) with newer map outputs, which this must not drop.
             return
         if ts is not None and ts.attempt == att.stage_attempt:
             running = ts.running.get(att.partition, [])
@@ -508,6 +517,8 @@ class JobScheduler:
             cur = outs[map_index]
             if cur is not None and getattr(cur, "node_id", node) == node:
                 outs[map_index] = None
+        if ev.node_lost and node:
+            self._node_outputs_lost(node, now)
         map_stage = self.shuffle_stage.get(shuffle_id)
         if map_stage is not None:
             mts = self.task_sets.get(map_stage)

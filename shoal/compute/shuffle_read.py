@@ -77,28 +77,47 @@ def read_partition(
         if st.node_id == local_node and os.path.exists(st.data_path):
             local.append(seg)
         elif st.service is None:
-            raise FetchFailed(
-                f"output of map {m} of shuffle {shuffle_id} is on {st.node_id}, which has no shuffle service",
-                shuffle_id=shuffle_id, map_index=m, node_id=st.node_id,
-            )
+            where = f"gone from {st.data_path}" if st.node_id == local_node else f"on {st.node_id} (no shuffle service)"
+            raise FetchFailed(f"output of map {m} of shuffle {shuffle_id} is {where}",
+                              shuffle_id=shuffle_id, map_index=m, node_id=st.node_id)
         else:
             remote.setdefault((st.service[0], int(st.service[1])), []).append(seg)
     batches = _fetch(local, remote, reduce_index, shuffle_id, app_id, secret, metrics)
     return _records(batches, dep, work_dir, memory_limit_bytes, metrics)
 
 
+class PartitionRecords(chain):
+    """The records of one reduce partition, iterated in C (``itertools.chain`` over
+    decoded batches, the merged dict or the sorted list). ``close()`` stops the
+    fetchers and removes spill files at once when a reader stops early; they are
+    also released when the iterator is exhausted or garbage-collected."""
+
+    _source: Iterator
+
+    @classmethod
+    def over(cls, source: Iterator) -> PartitionRecords:
+        it = cls.from_iterable(source)
+        it._source = source
+        return it
+
+    def close(self) -> None:
+        self._source.close()  # type: ignore[attr-defined]
+
+
 def _records(batches: Iterator[list], dep: ShuffleDependency, work_dir: str, memory_limit_bytes: int,
              metrics: ShuffleReadMetrics) -> Iterator[tuple]:
-    agg = dep.aggregator
-    if agg is None and not dep.key_ordering:
-        return chain.from_iterable(batches)  # records as fetched, no Python frame per record
-    return _combined_or_sorted(batches, dep, work_dir, memory_limit_bytes, metrics)
+    if dep.aggregator is None and not dep.key_ordering:
+        return PartitionRecords.over(batches)  # records as fetched
+    return PartitionRecords.over(_combined_or_sorted(batches, dep, work_dir, memory_limit_bytes, metrics))
 
 
 def _combined_or_sorted(batches: Iterator[list], dep: ShuffleDependency, work_dir: str, memory_limit_bytes: int,
-                        metrics: ShuffleReadMetrics) -> Iterator[tuple]:
+                        metrics: ShuffleReadMetrics) -> Iterator[Iterator[tuple]]:
+    """Yields one iterator over the combined and/or sorted records, so they are
+    iterated in C; cleans up when the chain asks for the next one (or on close)."""
     agg = dep.aggregator
     merger = sorter = None
+    out: Iterator[tuple] = iter(())
     try:
         if dep.key_ordering:
             sorter = ExternalSorter(
@@ -117,9 +136,12 @@ def _combined_or_sorted(batches: Iterator[list], dep: ShuffleDependency, work_di
             sorter.add_batches(batches)
             out = sorter.sorted_records()
         batches.close()  # type: ignore[attr-defined]  # every segment read: stop the fetchers now
-        yield from out
+        yield out
     finally:
         batches.close()  # type: ignore[attr-defined]
+        close = getattr(out, "close", None)
+        if close is not None:  # a merge of spilled runs: removes its files
+            close()
         for part in (merger, sorter):
             if part is not None:
                 metrics.spills += part.spills
@@ -206,6 +228,8 @@ class _RemoteFetcher:
         self._queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
         self._cancelled = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
+        self._clients: list[ShuffleClient] = []
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(min(FETCH_THREADS, len(self.remote)), thread_name_prefix="shuffle-fetch")
@@ -214,6 +238,10 @@ class _RemoteFetcher:
 
     def cancel(self) -> None:
         self._cancelled.set()
+        with self._lock:
+            clients = list(self._clients)
+        for client in clients:  # wakes a fetcher blocked in recv (close shuts the socket down)
+            client.close()
         while True:  # unblock fetchers waiting to put
             try:
                 self._queue.get_nowait()
@@ -246,7 +274,11 @@ class _RemoteFetcher:
         by_map = {seg.map_index: seg for seg in segments}
         seg = segments[0]
         client = ShuffleClient(address, self.secret)
+        with self._lock:
+            self._clients.append(client)
         try:
+            if self._cancelled.is_set():
+                return
             got = dict.fromkeys(by_map, 0)
             batches = client.fetch_batches(self.app_id, self.shuffle_id, list(by_map), self.reduce_index)
             try:

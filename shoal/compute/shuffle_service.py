@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from shoal.errors import AuthenticationError, BadRequest, FetchFailed, ProtocolE
 log = logging.getLogger("compute.shuffle_service")
 
 CONNECTIONS_MAX = 256
-FETCH_MAPS_MAX = 4096  # map outputs per request; the client splits bigger fetches
+FETCH_MAPS_MAX = 1024  # map outputs per request; the client splits bigger fetches
 IO_TIMEOUT_S = 120.0  # a peer that stops reading or sending for this long is dropped
 
 # Error codes in replies.
@@ -204,22 +205,24 @@ class ShuffleService:
 
     # --- requests ----------------------------------------------------------------------------------
     def _fetch(self, conn: FramedSocket, op: FetchSegments) -> None:
-        files: list[tuple[object, int, int]] = []
         try:
+            self._check_fetch(op)
+            segments = [self._locate(op, m) for m in op.map_indices]
+        except _Refused as exc:
+            conn.send_msg(FetchReply(False, exc.code, str(exc), exc.map_index))
+            return
+        conn.send_msg(FetchReply(True, lengths=[length for _, _, length in segments]))
+        for data_path, offset, length in segments:
+            if not length:
+                continue
             try:
-                self._check_fetch(op)
-                for m in op.map_indices:
-                    files.append(self._open_segment(op, m))
-            except _Refused as exc:
-                conn.send_msg(FetchReply(False, exc.code, str(exc), exc.map_index))
-                return
-            conn.send_msg(FetchReply(True, lengths=[length for _, _, length in files]))
-            for f, offset, length in files:
-                if length:
-                    conn.sendfile(f, offset, length)
-        finally:
-            for f, _, _ in files:
-                f.close()  # type: ignore[attr-defined]
+                f = open(data_path, "rb")
+            except OSError as exc:
+                # Removed since the header went out (remove_app): hang up; the client
+                # fails this map output on the short stream.
+                raise ShoalError(f"{data_path} vanished while being served: {exc}") from None
+            with f:
+                conn.sendfile(f, offset, length)
 
     @staticmethod
     def _check_fetch(op: FetchSegments) -> None:
@@ -235,8 +238,10 @@ class ShuffleService:
         if not 0 <= op.reduce_start <= op.reduce_end:
             raise _Refused(BAD_REQUEST, f"bad reduce range [{op.reduce_start}, {op.reduce_end})")
 
-    def _open_segment(self, op: FetchSegments, m: int) -> tuple[object, int, int]:
-        """(open data file, offset, length) of one map output's range, from its index."""
+    def _locate(self, op: FetchSegments, m: int) -> tuple[str, int, int]:
+        """(data path, offset, length) of one map output's range, from its index; the
+        data file must hold it. Files are opened only while they are sent, so a
+        request naming thousands of map outputs holds one descriptor at a time."""
         data_path, index_path = shuffle_paths(str(self.root), op.app_id, op.shuffle_id, m)
         what = f"map output {m} of shuffle {op.shuffle_id} of {op.app_id}"
         try:
@@ -246,30 +251,26 @@ class ShuffleService:
         except OSError as exc:
             raise _Refused(OUTPUT_UNREADABLE, f"{what}: cannot open index: {exc.strerror}", m) from None
         try:
-            values = os.fstat(ifd).st_size // U64.size
-            parts = (values - 1) // 2
+            parts = (os.fstat(ifd).st_size // U64.size - 1) // 2
             if op.reduce_end > parts:
                 raise _Refused(BAD_REQUEST, f"{what} has {parts} reduce partitions, not {op.reduce_end}", m)
             start = U64.unpack(os.pread(ifd, U64.size, op.reduce_start * U64.size))[0]
             end = U64.unpack(os.pread(ifd, U64.size, op.reduce_end * U64.size))[0]
         except OSError as exc:
             raise _Refused(OUTPUT_UNREADABLE, f"{what}: cannot read index: {exc.strerror}", m) from None
-        except Exception as exc:  # struct.error on a short read: a torn index
-            if isinstance(exc, _Refused):
-                raise
+        except struct.error as exc:  # a short read: a torn index
             raise _Refused(OUTPUT_UNREADABLE, f"{what}: bad index: {exc}", m) from None
         finally:
             os.close(ifd)
         try:
-            f = open(data_path, "rb")
+            size = os.stat(data_path).st_size
         except FileNotFoundError:
             raise _Refused(OUTPUT_MISSING, f"{what} has an index but no data file", m) from None
         except OSError as exc:
-            raise _Refused(OUTPUT_UNREADABLE, f"{what}: cannot open data: {exc.strerror}", m) from None
-        if end < start or os.fstat(f.fileno()).st_size < end:
-            f.close()
+            raise _Refused(OUTPUT_UNREADABLE, f"{what}: cannot stat data: {exc.strerror}", m) from None
+        if end < start or size < end:
             raise _Refused(OUTPUT_UNREADABLE, f"{what}: data file shorter than its index says", m)
-        return f, start, end - start
+        return data_path, start, end - start
 
     def _remove_app(self, conn: FramedSocket, op: RemoveApp) -> None:
         try:

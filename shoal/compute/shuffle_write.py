@@ -24,7 +24,7 @@ import secrets
 import tempfile
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from itertools import chain, islice
 from operator import itemgetter
 
 from shoal.compute.dependencies import ShuffleDependency
@@ -112,7 +112,8 @@ class MapOutputWriter:
         self.segments: list[list[tuple[int, int]]] = [[] for _ in range(self.parts)]
         self._spill_path: str | None = None
         self._spill: _Sink | None = None
-        self._count = 0
+        self._count = 0  # input records read so far
+        self._bytes_written = 0
 
     # --- entry point ---------------------------------------------------------------------------
     def write(
@@ -203,7 +204,7 @@ class MapOutputWriter:
                 self._spill_run(held)
                 held = [[] for _ in range(parts)]
                 self.probe.spilled(self._count)
-        return [chain_blobs(held[p], self._batches(p, bufs[p])) for p in range(parts)]
+        return [chain(held[p], self._batches(p, bufs[p])) for p in range(parts)]
 
     # --- runs: per-partition batches ------------------------------------------------------------------
     def _dump(self, p: int, records: list) -> bytes:
@@ -346,10 +347,4 @@ class MapOutputWriter:
         finally:
             os.close(fd)
 
-    _bytes_written = 0
-
-
-def chain_blobs(*parts: Iterable[bytes]) -> Iterator[bytes]:
-    for part in parts:
-        yield from part
 

@@ -3,6 +3,7 @@ checkpoints."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,9 @@ class ParallelCollectionRDD(RDD):
             slices = [items[i * n // num_slices : (i + 1) * n // num_slices] for i in range(num_slices)]
             ctx._store_slices(self.id, [serde.dumps_batch(s) for s in slices])
             self.num_slices = num_slices
+            # The driver keeps the slices as long as this RDD exists (its stage plans
+            # hold it while a job may run it), then frees them.
+            weakref.finalize(self, _drop_slices, ctx, int(self.id))
 
     def get_partitions(self) -> list[Partition]:
         return [Partition(i) for i in range(self.num_slices)]
@@ -43,6 +47,12 @@ class ParallelCollectionRDD(RDD):
         if self.ranges is not None:
             return iter(self.ranges[split.index])
         return iter(next(serde.iter_batches(tc.fetch_data("slice", self.id, split.index))))
+
+
+def _drop_slices(ctx: ComputeContext, rdd_id: int) -> None:
+    slices = getattr(getattr(ctx, "_driver", None), "slices", None)
+    if slices is not None:
+        slices.pop(rdd_id, None)
 
 
 class FilePartition(Partition):

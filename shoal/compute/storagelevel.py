@@ -37,12 +37,10 @@ class StorageLevel:
         return "StorageLevel(%s, %s, %s, %s, %s)" % self._key()
 
     def __str__(self) -> str:
-        parts = []
-        parts.append("Disk" if self.useDisk else "")
-        parts.append("Memory" if self.useMemory else "")
-        parts.append("OffHeap" if self.useOffHeap else "")
-        kind = "Deserialized" if self.deserialized else "Serialized"
-        return " ".join(p for p in parts if p) + f" {kind} {self.replication}x Replicated"
+        parts = [name for flag, name in ((self.useDisk, "Disk"), (self.useMemory, "Memory"),
+                                          (self.useOffHeap, "OffHeap")) if flag]
+        parts.append("Deserialized" if self.deserialized else "Serialized")
+        return " ".join(parts) + f" {self.replication}x Replicated"
 
 
 StorageLevel.NONE = StorageLevel(False, False)

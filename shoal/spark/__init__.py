@@ -6,6 +6,7 @@ so PySpark RDD programs run unmodified.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -21,7 +22,7 @@ from shoal.spark.conf import SparkConf
 
 __all__ = [
     "SparkContext", "SparkConf", "RDD", "StorageLevel", "Broadcast", "Accumulator", "AccumulatorParam",
-    "TaskContext", "StatCounter", "portable_hash", "SparkFiles",
+    "TaskContext", "StatCounter", "portable_hash", "SparkFiles", "InheritableThread",
 ]
 
 
@@ -38,6 +39,8 @@ class SparkContext(ComputeContext):
         self._start_ms = int(time.time() * 1000)
         super().__init__(master or d.get("spark.master"), appName or d.get("spark.app.name"), d)
         self._spark_conf = conf or SparkConf()
+        for path in pyFiles or []:
+            self.addPyFile(path)
 
     @classmethod
     def getOrCreate(cls, conf: SparkConf | None = None) -> SparkContext:
@@ -58,6 +61,10 @@ class SparkContext(ComputeContext):
         the concatenation of what it returned for each, in partition order."""
         results = self.run_job(rdd, lambda it: list(partitionFunc(it)), partitions, "runJob")
         return [x for part in results for x in part]
+
+    def getCheckpointDir(self) -> str | None:
+        """The directory checkpoints are written to (``None`` until set)."""
+        return self.checkpoint_dir
 
     def __repr__(self) -> str:
         return f"<SparkContext master={self.master} appName={self.appName}>"
@@ -92,6 +99,27 @@ class SparkContext(ComputeContext):
 
     def addFile(self, path: str, recursive: bool = False) -> None:
         SparkFiles._files.append(path)
+
+
+class InheritableThread(threading.Thread):
+    """A thread that runs with the job group and local properties of the thread that
+    created it (PySpark's ``InheritableThread``), so ``cancelJobGroup`` reaches the
+    jobs it starts."""
+
+    def __init__(self, target: Callable[..., Any] | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, target=target, **kwargs)
+        ctx = ComputeContext.active()
+        self._inherited: tuple[ComputeContext, str | None, dict[str, str]] | None = None
+        if ctx is not None:
+            self._inherited = (ctx, getattr(ctx._job_group, "group", None),
+                               dict(getattr(ctx._local_properties, "props", None) or {}))
+
+    def run(self) -> None:
+        if self._inherited is not None:
+            ctx, group, props = self._inherited
+            ctx._job_group.group = group
+            ctx._local_properties.props = props
+        super().run()
 
 
 class SparkFiles:

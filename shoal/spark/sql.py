@@ -78,6 +78,8 @@ class DataFrame:
         return self._rdd.collect()
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # protocol probes (copy, pickle, IPython's _repr_*_)
+            raise AttributeError(name)
         raise NotImplementedError(f"DataFrame.{name} is not supported by shoal yet; use .rdd")
 
 
@@ -95,6 +97,8 @@ class DataFrameReader:
         return DataFrame(rdd, ["value"])
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         raise NotImplementedError(f"spark.read.{name} is not supported by shoal yet; use spark.read.text")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from shoal.errors import JobCancelled, RemoteTraceback, SerializationError
-from shoal.spark import AccumulatorParam, SparkContext, StatCounter
+from shoal.spark import AccumulatorParam, InheritableThread, SparkContext, StatCounter
 
 
 # --- collecting ----------------------------------------------------------------------------
@@ -92,8 +92,15 @@ def test_tree_reduce_and_aggregate(sc: SparkContext) -> None:
         assert rdd.treeReduce(add, depth) == -5
         assert rdd.treeAggregate(0, add, add, depth) == -5
     assert rdd.treeReduce(add) == -5 and rdd.treeAggregate(0, add, add) == -5
+    many = sc.parallelize(range(1000), 50)  # combined on the executors in rounds
+    assert many.treeReduce(max, 3) == 999 and many.treeAggregate(0, add, add) == sum(range(1000))
+    assert many.treeAggregate((0, 0), lambda a, v: (a[0] + v, a[1] + 1),
+                              lambda a, b: (a[0] + b[0], a[1] + b[1])) == (sum(range(1000)), 1000)
     with pytest.raises(ValueError):
         rdd.treeReduce(add, 0)
+    with pytest.raises(ValueError, match="empty"):
+        sc.parallelize([], 4).treeReduce(add)
+    assert sc.emptyRDD().treeAggregate(5, add, add) == 5 and sc.parallelize([], 3).treeAggregate(0, add, add) == 0
 
 
 def test_numbers(sc: SparkContext) -> None:
@@ -296,34 +303,68 @@ def test_unpicklable_closure_names_the_variable(sc: SparkContext, what: str) -> 
         open_socket.close()
 
 
-def test_cancel_job_group(sc: SparkContext) -> None:
-    outcome: dict[str, Any] = {}
+def _sleeper(sc: SparkContext, seconds: float) -> tuple[Any, Any]:
     started = sc.accumulator(0)
 
     def slow(x: int) -> int:
         started.add(1)
-        for _ in range(300):  # 30 s in short sleeps: a kill lands between them
+        for _ in range(int(seconds * 10)):  # short sleeps: a kill lands between them
             time.sleep(0.1)
         return x
 
-    def run() -> None:
-        sc.setJobGroup("to-cancel", "a job that sleeps")
-        t0 = time.monotonic()
-        try:
-            sc.parallelize(range(4), 2).map(slow).collect()
-            outcome["result"] = "finished"
-        except Exception as exc:  # noqa: BLE001 - the test looks at the type
-            outcome["result"] = exc
-        outcome["seconds"] = time.monotonic() - t0
+    return slow, started
 
-    worker = threading.Thread(target=run)
-    worker.start()
+
+def _run_in_group(sc: SparkContext, slow: Any, outcome: dict[str, Any], name: str, group: str | None) -> None:
+    if group is not None:
+        sc.setJobGroup(group, "a job that sleeps")
+    t0 = time.monotonic()
+    try:
+        sc.parallelize(range(4), 2).map(slow).collect()
+        outcome[name] = "finished"
+    except Exception as exc:  # noqa: BLE001 - the test looks at the type
+        outcome[name] = exc
+    outcome[name + " seconds"] = time.monotonic() - t0
+
+
+def test_cancel_job_group(sc: SparkContext) -> None:
+    slow, started = _sleeper(sc, 30)
+    outcome: dict[str, Any] = {}
+    # PySpark's documented pattern: the thread sets its own job group.
+    own = threading.Thread(target=_run_in_group, args=(sc, slow, outcome, "own", "to-cancel"))
+    own.start()
     time.sleep(1.0)
     sc.cancelJobGroup("to-cancel")
-    worker.join(20)
-    assert not worker.is_alive()
-    assert isinstance(outcome["result"], JobCancelled) and outcome["seconds"] < 15
+    own.join(20)
+    # An InheritableThread runs in the job group of the thread that created it.
+    sc.setJobGroup("inherited", "set by the parent thread")
+    child = InheritableThread(target=_run_in_group, args=(sc, slow, outcome, "child", None))
+    sc.clearJobGroup()
+    child.start()
+    time.sleep(1.0)
+    sc.cancelJobGroup("inherited")
+    child.join(20)
+    assert not own.is_alive() and not child.is_alive()
+    for name in ("own", "child"):
+        assert isinstance(outcome[name], JobCancelled) and outcome[name + " seconds"] < 15
     assert started.value == 0  # killed tasks report no accumulator updates
     t0 = time.monotonic()
     assert sc.parallelize([1, 2, 3]).sum() == 6
     assert time.monotonic() - t0 < 10  # the running tasks were killed, executors are free again
+
+
+def test_cancel_two_concurrent_job_groups(sc: SparkContext) -> None:
+    slow, _ = _sleeper(sc, 4)
+    outcome: dict[str, Any] = {}
+    threads = [threading.Thread(target=_run_in_group, args=(sc, slow, outcome, g, g)) for g in ("g1", "g2")]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    sc.cancelJobGroup("g1")
+    sc.cancelJobGroup("g2")
+    for t in threads:
+        t.join(20)
+    assert all(isinstance(outcome[g], JobCancelled) for g in ("g1", "g2"))
+    t0 = time.monotonic()
+    assert sc.parallelize([1, 2, 3]).sum() == 6
+    assert time.monotonic() - t0 < 2.5  # no cancelled task still occupies an executor

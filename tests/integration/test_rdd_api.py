@@ -208,6 +208,10 @@ def test_storage_levels(sc: SparkContext) -> None:
     rdd2.unpersist()
 
 
+def test_storage_level_none_prints_like_pyspark(sc: SparkContext) -> None:
+    assert str(sc.parallelize([1, 2]).getStorageLevel()) == "Serialized 1x Replicated"
+
+
 @pytest.mark.parametrize("level", [StorageLevel.MEMORY_ONLY, StorageLevel.MEMORY_AND_DISK, StorageLevel.DISK_ONLY],
                          ids=["memory", "memory_and_disk", "disk"])
 def test_persisted_rdd_is_not_recomputed(sc: SparkContext, level: StorageLevel) -> None:

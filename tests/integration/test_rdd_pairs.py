@@ -62,8 +62,6 @@ def test_word_count_shapes(sc: SparkContext) -> None:
     assert dict(rdd.map(lambda w: (w, 1)).foldByKey(10, add).collect()) == folded
 
 
-@pytest.mark.xfail(strict=True, reason="external.combine_into's 'add' fast path starts each key at the int 0 "
-                   "(get(k, 0) + v), so adding strings or lists fails; remove this mark once fixed")
 def test_reduce_by_key_with_non_numeric_values(sc: SparkContext) -> None:
     rdd = sc.parallelize([("a", "x"), ("b", "z"), ("a", "y")], 2)
     assert sorted(sorted(v) for _, v in rdd.reduceByKey(lambda a, b: a + b).collect()) == [["x", "y"], ["z"]]
@@ -160,6 +158,13 @@ def test_sort_by_key_uses_range_partitions(sc: SparkContext) -> None:
     assert all(p == sorted(p) for p in parts)
     assert rdd.lookup(keys[0]) == [None] * keys.count(keys[0])
     assert sc.emptyRDD().sortByKey().collect() == []
+    # Input partitions of very different sizes: sampled keys are weighted by the size
+    # of the partition they come from, so the output is still balanced.
+    big = sc.parallelize([(k, None) for k in range(0, 30_000, 10)], 1)
+    small = sc.parallelize([(k, None) for k in range(5, 100, 10)], 5)
+    parts = sc.union([big, small]).sortByKey(numPartitions=3).keys().glom().collect()
+    assert [k for p in parts for k in p] == sorted(list(range(0, 30_000, 10)) + list(range(5, 100, 10)))
+    assert all(700 < len(p) < 1400 for p in parts), [len(p) for p in parts]
 
 
 def test_repartition_and_sort_within_partitions(sc: SparkContext) -> None:

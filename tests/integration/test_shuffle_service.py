@@ -145,6 +145,35 @@ def test_client_reuses_its_connection(service: ShuffleService) -> None:
         assert sum(len(b) for b in iter_batches(second[m])) == st_.records[1] + st_.records[2]
 
 
+def test_reducers_in_parallel_and_one_stopping_early(service: ShuffleService, tmp_path: Path) -> None:
+    import threading
+
+    dep = ShuffleDependency(None, 11, HashPartitioner(3))  # type: ignore[arg-type]
+    statuses = write_maps(service, dep, [words(40000, s) for s in range(4)])
+    expected = [sorted(read(statuses, dep, r, tmp_path, local_node="node-b")) for r in range(3)]
+    early = read_reduce_partition(statuses, dep, 0, shuffle_id=11, app_id=APP, local_node="node-a", secret=SECRET,
+                                  work_dir=str(tmp_path / "w"), memory_limit_bytes=1 << 40,
+                                  metrics=ShuffleReadMetrics())
+    next(early)
+    early.close()  # type: ignore[attr-defined]  # its fetchers stop; the service is not disturbed
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def reducer(r: int) -> None:
+        try:
+            results[r] = sorted(read(statuses, dep, r % 3, tmp_path / f"r{r}"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reducer, args=(r,)) for r in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert all(results[r] == expected[r % 3] for r in range(6))
+
+
 # --- failures --------------------------------------------------------------------------------------------
 def test_fetch_failures_name_map_and_node(service: ShuffleService, tmp_path: Path) -> None:
     dep = ShuffleDependency(None, 8, HashPartitioner(2))  # type: ignore[arg-type]

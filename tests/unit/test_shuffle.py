@@ -424,3 +424,15 @@ def test_writer_spilling_at_every_check(tmp_path: Path, mode: str) -> None:
         flat = [k for p in parts for k, _ in p]
         assert flat == sorted(flat)
     assert os.listdir(tmp_path / "work") == []
+
+
+@pytest.mark.parametrize("limit", [BIG, 1])
+def test_aggregation_with_key_ordering(tmp_path: Path, limit: int) -> None:
+    """An aggregator and key_ordering together: combined per key, then sorted."""
+    inputs = [[(k % 5000, 1) for k in range(s, 40000, 3)] for s in range(3)]
+    part = RangePartitioner([1000, 2500])
+    sh = Shuffle(tmp_path, dep_of(3, ADD, True, partitioner=part, key_ordering=True), limit)
+    parts = sh.run(inputs)
+    flat = [r for p in parts for r in p]
+    assert [k for k, _ in flat] == list(range(5000))
+    assert dict(flat) == summed(inputs)

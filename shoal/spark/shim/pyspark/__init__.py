@@ -2,6 +2,6 @@
 
 from shoal.spark import *  # noqa: F401,F403
 from shoal.spark import (  # noqa: F401
-    RDD, Accumulator, AccumulatorParam, Broadcast, SparkConf, SparkContext, SparkFiles, StatCounter, StorageLevel,
-    TaskContext,
+    RDD, Accumulator, AccumulatorParam, Broadcast, InheritableThread, SparkConf, SparkContext, SparkFiles, StatCounter,
+    StorageLevel, TaskContext,
 )

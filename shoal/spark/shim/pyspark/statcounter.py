@@ -1,0 +1,3 @@
+"""pyspark.statcounter under shoal submit."""
+
+from shoal.compute.stats import StatCounter  # noqa: F401
