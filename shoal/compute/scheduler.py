@@ -473,7 +473,7 @@ class JobScheduler:
             running.remove(task_id)
         if att.partition in ts.done:
             return
-        if counts:
+        if counts and not ts.zombie:  # a fetch failure ended this attempt: Spark counts no more
             ts.failures[att.partition] = ts.failures.get(att.partition, 0) + 1
             ts.failed_on.setdefault(att.partition, set()).add(att.executor)
             if ts.failures[att.partition] >= self.conf.max_task_failures:

@@ -491,14 +491,25 @@ def test_task_failing_always_fails_job_after_four_attempts(tmp_path: Path) -> No
 # --- 8. stop while the executors are still starting ------------------------------------------
 def test_stop_while_executors_start_is_quick_and_leaves_none(tmp_path: Path) -> None:
     """Executors that register after ``stop()`` began are told to shut down too: stop
-    does not sit out its kill grace period, and no executor outlives the context."""
+    does not sit out its kill grace period, and no executor outlives the context.
+    The executors are frozen (SIGSTOP) until stop() is under way, so they register late
+    whatever the machine's speed."""
     me = psutil.Process()
     before = {c.pid for c in me.children(recursive=True)}
     sc = SparkContext("local[2]", "quick-stop", conf=base_conf(tmp_path))
     executors = [c for c in me.children(recursive=True) if c.pid not in before]
     assert len(executors) == 2
-    start = time.monotonic()
-    sc.stop()
-    took = time.monotonic() - start
+    for e in executors:
+        e.suspend()
+    try:
+        stopping = in_background(sc.stop)
+        # The driver has told the executors it knew to leave and now waits for them.
+        wait_until(lambda: getattr(sc._driver.backend, "_stopping", False), timeout_s=10)
+    finally:
+        for e in executors:
+            e.resume()
+    resumed = time.monotonic()
+    stopping.result(timeout=15)
+    took = time.monotonic() - resumed
     wait_until(lambda: all(gone(e.pid) for e in executors), timeout_s=10)
-    assert took < 3, f"stop() took {took:.1f}s"
+    assert took < 3, f"stop() took {took:.1f}s after the executors came back"

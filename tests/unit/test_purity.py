@@ -25,6 +25,8 @@ PURE = [
     "cluster/offers.py",
     "cluster/allocator_events.py",
     "cluster/resources.py",
+    "compute/scheduler.py",
+    "compute/locality.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pickle", "threading", "subprocess"}
 

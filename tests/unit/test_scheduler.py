@@ -83,7 +83,6 @@ class Sim:
         self.sched = JobScheduler(self.conf)
         self.rng = random.Random(0)
         self._lost_tasks: list[int] = []
-        self._lost_now: set[int] = set()
         self.now = 0.0
         self.execs: dict[str, ExecutorPlace] = {}
         self.slots: dict[str, int] = {}
@@ -110,14 +109,15 @@ class Sim:
         self.failed_on: dict[tuple[int, int, int], set[str]] = {}
         self.fetch_failed_attempts: dict[int, set[int]] = {}  # stage -> attempts since it last succeeded
         self.expected_aborts: list[tuple[int, str]] = []  # (stage, message fragment) due this event
-        self.stale: list[int] = []
+        self.stale: list[int] = []  # killed task ids whose late reports we may still deliver
+        self.zombies: set[tuple[int, int]] = set()  # (stage, attempt) a fetch failure ended
         self.broken: set[MapStatus] = set()  # map outputs a reader failed to fetch
         self._reported: MapStatus | None = None  # the output a fetch failure being sent is about
         # Outputs dropped by a fetch failure about an older output of the same map on the
         # same node: (shuffle, map index, node) cannot tell them apart (nor can Spark's).
         self.ambiguous: set[tuple[int, int]] = set()
         self.attempt_started_at: dict[int, int] = {}  # stage -> index in log of its latest StageStarted
-        self.unregistered_at: dict[int, int] = {}  # shuffle -> index in log when an output was last lost  # killed task ids whose late reports we may still deliver
+        self.unregistered_at: dict[int, int] = {}  # shuffle -> index in log when an output was last lost
 
     # --- plan helpers ---------------------------------------------------------------------
     def ancestors(self, stage_id: int) -> set[int]:
@@ -218,7 +218,9 @@ class Sim:
             lost = self._lost_input(run)
             if lost is not None:
                 self._reported = run.snapshot[lost[0]][lost[1]]
-                return self.send(TaskFailed(task_id, "FetchFailed", fetch_failed=lost))
+                # A dead node's shuffle service refuses connections: say so (node_lost).
+                return self.send(TaskFailed(task_id, "FetchFailed", fetch_failed=lost,
+                                            node_lost=lost[2] in self.dead_hosts))
             status = None
             if self.specs[run.launch.stage_id].shuffle_id is not None:
                 status = MapStatus(run.host, task_id)
@@ -288,6 +290,8 @@ class Sim:
         key = (launch.stage_id, launch.stage_attempt, launch.partition)
         if launch.stage_attempt != self.latest_attempt.get(launch.stage_id):
             return  # an older attempt's straggler: its task set is gone
+        if (launch.stage_id, launch.stage_attempt) in self.zombies:
+            return  # a fetch failure ended the attempt: like Spark, no more counting
         self.task_failures[key] += 1
         self.failed_on.setdefault(key, set()).add(executor)
         n = self.task_failures[key]
@@ -305,6 +309,7 @@ class Sim:
                     seen = self.fetch_failed_attempts.setdefault(sid, set())
                     if launch.stage_attempt not in seen:
                         seen.add(launch.stage_attempt)
+                        self.zombies.add((sid, launch.stage_attempt))
                         if len(seen) == self.conf.max_stage_attempts:
                             self.expected_aborts.append((sid, f"stage {sid} failed {len(seen)} times"))
             elif event.counts and not event.killed:
@@ -312,14 +317,12 @@ class Sim:
         elif isinstance(event, ExecutorLost):
             for tid in self._lost_tasks:
                 self._count_failure(tid, event.executor)
-        self._lost_now, self._lost_tasks = set(self._lost_tasks), []
+        self._lost_tasks = []
 
     # --- applying effects -------------------------------------------------------------------
     def _apply(self, event: Any, eff: Any) -> None:
         if isinstance(eff, LaunchTask):
             self._on_launch(eff)
-        elif isinstance(eff, KillTask) and isinstance(event, ExecutorLost) and eff.task_id in self._lost_now:
-            pass  # a task of the lost executor, killed as its job fails while the loss is handled
         elif isinstance(eff, KillTask):
             assert eff.task_id in self.running, f"kill of a task that is not running: {eff}"
             assert self.running[eff.task_id].launch.executor == eff.executor
@@ -440,11 +443,14 @@ class Sim:
                 else:
                     assert completed[(shuffle_id, p)] == 0
                 if b is not None and a is None:
-                    by_fetch = isinstance(event, TaskFailed) and event.fetch_failed == (shuffle_id, p, b.node_id)
+                    by_fetch = isinstance(event, TaskFailed) and (
+                        event.fetch_failed == (shuffle_id, p, b.node_id) or
+                        (event.node_lost and event.fetch_failed is not None and event.fetch_failed[2] == b.node_id))
                     by_node = isinstance(event, ExecutorLost) and event.node_lost and \
                         b.node_id == self._host_of_lost(event)
                     assert by_fetch or by_node, f"output {shuffle_id}/{p} lost on {event}"
-                    if by_fetch and self._reported is not None and self._reported is not b:
+                    if by_fetch and self._reported is not None and self._reported is not b and \
+                            b.node_id not in self.dead_hosts:
                         self.ambiguous.add((shuffle_id, p))
                 if b is not None and a is not None:
                     assert a is b
@@ -522,6 +528,34 @@ def test_result_stage_delivers_each_partition_once_and_ends_the_job_once() -> No
                 if isinstance(e, TaskCompleted)}
     assert by_index == {0: 2, 1: 0, 2: 1}
     assert not sim.sched.task_sets and not sim.sched.running_tasks()
+
+
+def test_launches_fill_free_slots_and_never_a_lost_executor() -> None:
+    sim = cluster(2, slots=2, decide=lambda s, t: Plan(1.0))
+    eff = sim.submit(0, 0, list(range(10)), [StageSpec(0, 10, [], None)])
+    assert Counter(t.executor for t in sim.launched(eff)) == Counter({"e0": 2, "e1": 2})
+    sim.lose_executor("e0")
+    sim.run()
+    assert sim.ended[0].failure == ""
+    lost_at = next(i for i, (_, ev, _) in enumerate(sim.log) if isinstance(ev, ExecutorLost))
+    later = [e for _, _, effs in sim.log[lost_at:] for e in effs if isinstance(e, LaunchTask)]
+    assert later and all(t.executor == "e1" for t in later)
+
+
+class GreedyScheduler(JobScheduler):
+    """A broken scheduler: it ignores how busy executors are."""
+
+    def _free_executors(self) -> list[ExecutorPlace]:
+        return [p for _, p in sorted(self.executors.items())]
+
+
+def test_the_harness_catches_a_slot_overflow() -> None:
+    sim = cluster(2)
+    sim.sched = GreedyScheduler(sim.conf)
+    for ex, place in sim.execs.items():
+        sim.sched.handle(ExecutorAdded(ex, place.host, place.rack, 1), 0.0)
+    with pytest.raises(AssertionError, match="slot overflow"):
+        sim.submit(0, 0, [0, 1, 2], [StageSpec(0, 3, [], None)])
 
 
 def test_empty_job_ends_at_once() -> None:
@@ -676,6 +710,21 @@ def test_fetch_failures_count_even_when_the_other_reduce_tasks_succeed() -> None
     assert "stage 1 failed 4 times" in sim.ended[0].failure
 
 
+def test_task_failures_after_a_fetch_failure_ended_the_attempt_do_not_count() -> None:
+    sim = cluster(3, slots=2, decide=lambda s, t: Plan(1.0 if t.stage_id == 0 else 30.0))
+    r0, r1 = start_reduce(sim)
+    for _ in range(3):
+        sim.finish(r1, "fail")
+        (r1,) = [t for t in sim.running_of(1, partition=1)]
+    assert sim.launches[r1].attempt == 3
+    sim.finish(r0, "fetch", fetch_failed=(0, 0, sim.sched.map_outputs[0][0].node_id), transient=True)
+    sim.finish(r1, "fail")  # the 4th failure, but in an attempt that had already failed
+    assert 0 not in sim.ended
+    sim.run()
+    assert sim.ended[0].failure == ""
+    assert sim.results[0] == Counter({0: 1, 1: 1})
+
+
 def test_fewer_fetch_failures_than_max_stage_attempts_succeed() -> None:
     def decide(sim: Sim, launch: LaunchTask) -> Plan:
         if launch.stage_id == 1 and launch.partition == 0 and launch.stage_attempt < 3:
@@ -716,7 +765,7 @@ def test_lost_executor_alone_keeps_its_map_outputs() -> None:
 
 def test_lost_node_recomputes_the_map_outputs_it_held() -> None:
     sim = cluster(3, slots=2)
-    eff = sim.submit(0, 1, [0, 1], map_reduce(6, 2))
+    sim.submit(0, 1, [0, 1], map_reduce(6, 2))
     sim.run(until=lambda: bool(sim.running_of(1)))
     outs = list(sim.sched.map_outputs[0])
     on_h0 = [p for p, o in enumerate(outs) if o.node_id == "h0"]
@@ -743,6 +792,50 @@ def test_lost_node_during_map_stage_reruns_finished_outputs_there() -> None:
     sim.run()
     assert sim.ended[0].failure == ""
     assert all(o.node_id != "h0" for o in sim.sched.map_outputs[0])
+
+
+def test_lost_node_takes_a_finished_parent_of_a_waiting_stage() -> None:
+    # The reduce stage waits for two map stages; the quick one's output is lost with
+    # its node while the slow one runs. No reducer ran, so no fetch failure will tell:
+    # the scheduler must run the lost map again when the slow one is done.
+    sim = Sim(decide=lambda s, t: Plan(10.0 if t.stage_id == 0 else 1.0))
+    sim.add_executor("e0", "hA", slots=2)
+    sim.add_executor("e1", "hB", slots=2)
+    stages = [StageSpec(0, 1, [], 0, [prefer("hB")], "slow"), StageSpec(1, 1, [], 1, [prefer("hA")], "quick"),
+              StageSpec(2, 2, [0, 1], None, [], "reduce")]
+    sim.submit(0, 2, [0, 1], stages)
+    sim.run(until=lambda: sim.sched.map_outputs[1][0] is not None)
+    assert sim.sched.map_outputs[1][0].node_id == "hA"
+    sim.lose_node("hA")
+    assert sim.sched.map_outputs[1] == [None]
+    sim.run()
+    assert sim.ended[0].failure == ""
+    assert len(sim.launched(stage=1)) == 2
+
+
+def test_fetch_failure_about_an_output_already_recomputed_elsewhere_keeps_it() -> None:
+    # Two jobs read one shuffle. Its map output on hA dies with the node; job 1's
+    # reducer reports it first and the map runs again elsewhere. Job 0's reducer, of
+    # its stage's current attempt, then reports the old output: the new one stays.
+    sim = Sim(decide=lambda s, t: Plan(1.0 if t.stage_id == 0 else 30.0))
+    for ex, host in (("e0", "hA"), ("e1", "hB"), ("e2", "hC")):
+        sim.add_executor(ex, host, slots=2)
+    m = StageSpec(0, 2, [], 0, [prefer("hA"), prefer("hB")], "map")
+    sim.submit(0, 1, [0], [m, StageSpec(1, 1, [0], None, [prefer("hB")], "r0")])
+    sim.submit(1, 2, [0], [m, StageSpec(2, 1, [0], None, [prefer("hC")], "r1")])
+    sim.run(until=lambda: bool(sim.running_of(1)) and bool(sim.running_of(2)))
+    (r0,), (r1,) = sim.running_of(1), sim.running_of(2)
+    sim.lose_node("hA")
+    sim.finish(r1)  # fails to fetch map 0 from hA
+    sim.run(until=lambda: sim.sched.map_outputs[0][0] is not None)
+    new = sim.sched.map_outputs[0][0]
+    maps = len(sim.launched(stage=0))
+    sim.finish(r0)  # fails to fetch map 0 from hA too
+    assert sim.sched.map_outputs[0][0] is new
+    assert StageStarted(1, 1, 1) in sim.log[-1][2]  # its inputs are all there: on again at once
+    sim.run()
+    assert sim.ended[0].failure == "" and sim.ended[1].failure == ""
+    assert len(sim.launched(stage=0)) == maps
 
 
 # --- shared stages ----------------------------------------------------------------------------
@@ -932,6 +1025,18 @@ def test_cached_partition_runs_process_local_on_its_executor() -> None:
     eff = sim.submit(0, 0, [0, 1], one_stage(2, prefs))
     assert sorted((t.partition, t.executor, t.locality) for t in sim.launched(eff)) == \
         [(0, "e2", Level.PROCESS_LOCAL), (1, "e1", Level.PROCESS_LOCAL)]
+
+
+def test_cached_partition_waits_for_its_executor_then_takes_its_host() -> None:
+    sim = Sim(decide=lambda s, t: Plan(100.0))
+    sim.add_executor("e0", "hA")
+    sim.add_executor("e1", "hA")
+    sim.add_executor("e2", "hB")
+    prefs = [prefer("hA", executor="e0")] * 3
+    sim.submit(0, 0, [0, 1, 2], one_stage(3, prefs))
+    sim.run(max_steps=100, until=lambda: len(sim.launches) == 3)
+    got = [(when, t.executor, t.locality) for when, t in sim.launch_log]
+    assert got == [(0.0, "e0", Level.PROCESS_LOCAL), (3.0, "e1", Level.NODE_LOCAL), (6.0, "e2", Level.ANY)]
 
 
 def test_no_pref_tasks_launch_at_once_beside_waiting_ones() -> None:
