@@ -76,6 +76,10 @@ class ClusterBackend:
         fut.result(REGISTER_TIMEOUT_S)
 
     def stop(self) -> None:
+        if self.cluster_target:
+            from shoal.compute.storage import set_default_cluster
+
+            set_default_cluster(None)  # the next context in this process may use another cluster
         driver = self.driver
         if driver is None or self.fw is None:
             return

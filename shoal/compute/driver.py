@@ -360,7 +360,8 @@ class Driver:
         self._handle(ExecutorLost(executor_id, reason, node_lost))
 
     async def _on_register(self, req: RegisterExecutor) -> Registered:
-        ex = ExecutorState(req, last_seen=time.monotonic())
+        # An executor that starts after stop() began is told to leave at its first poll.
+        ex = ExecutorState(req, last_seen=time.monotonic(), shutdown=self._stopped)
         self.executors[req.executor_id] = ex
         with self.executors_ready:
             self.executors_ready.notify_all()
