@@ -435,8 +435,9 @@ class ServiceScheduler:
             self._counters[parsed[0]] = max(self._counters.get(parsed[0], 0), parsed[1] + 1)
         if st.state not in LIVE:
             return []  # an ended task we do not track: nothing to do
-        if svc is None or not parsed:
-            # An orphan, e.g. of a service removed while the master was down.
+        if svc is None or not parsed or (ev.spec is not None and not _launched_from(svc.spec, ev.spec)):
+            # An orphan, e.g. of a service removed while the master was down, or of an
+            # earlier service of the same name (another command, size or health check).
             self._killing[tid] = _Killing("", st.agent_id, now, "orphan")
             return [KillTask(tid, "orphan")]
         # Reconciliation: the master restarted and the agent re-reported this task.
@@ -582,3 +583,11 @@ def _describe_end(st: TaskStatus) -> str:
     if st.exit_code is not None:
         return f"{st.state} with exit code {st.exit_code}"
     return f"task {st.state}"
+
+
+def _launched_from(spec: ServiceSpec, task: TaskSpec) -> bool:
+    """Whether a re-reported task could have been launched for ``spec`` (Marathon
+    adopts only instances of the app version it knows)."""
+    want = spec.resources
+    return (list(task.command) == list(spec.command) and task.shell == spec.shell and task.health == spec.health
+            and task.resources.cpus == want.cpus and task.resources.get("mem") == want.get("mem"))

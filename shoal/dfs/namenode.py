@@ -113,6 +113,7 @@ class NameNode:
 
     def _writable(self, what: str) -> None:
         """Refuse namespace changes in safe mode: reads only, no re-replication storm."""
+        self._check_safe_mode()  # the last block report may have just arrived
         if self.safe_mode:
             reported, total = self._reported_fraction()
             raise SafeMode(

@@ -480,13 +480,24 @@ def test_removal_kills_every_instance_and_frees_the_name() -> None:
 # --- reconciliation --------------------------------------------------------------------------
 def test_reported_task_of_known_service_is_adopted() -> None:
     s = sched(make_spec("web", 2, ports=1))
-    spec = TaskSpec("web.7", "web", ["x"], Resources.of(cpus=1, mem=128).with_ranges("ports", [(31005, 31005)]), "a3")
+    spec = TaskSpec("web.7", "web", ["sleep", "1000"],
+                    Resources.of(cpus=1, mem=128).with_ranges("ports", [(31005, 31005)]), "a3")
     st = TaskStatus("web.7", "running", "a3", FW)
     assert run(s, TaskUpdated(st, spec, host="h3", rack="r3"), 0) == []
     (inst,) = s.status("web").instances
     assert (inst.task_id, inst.host, inst.rack, inst.ports, inst.state) == ("web.7", "h3", "r3", [31005], "running")
     assert s.endpoints("web") == ["h3:31005"]
     assert launch_one(s, 1).task_id == "web.8"
+
+
+def test_reported_task_of_an_earlier_service_with_the_same_name_is_killed() -> None:
+    # "web" was removed and created again with another command while its old
+    # instance was still running: after a master restart that instance is an orphan.
+    s = sched(make_spec("web", 1))
+    old = TaskSpec("web.3", "web", ["old-server"], Resources.of(cpus=1, mem=128), "a3")
+    st = TaskStatus("web.3", "running", "a3", FW)
+    assert run(s, TaskUpdated(st, old, host="h3", rack="r3"), 0) == [KillTask("web.3", "orphan")]
+    assert s.status("web").instances == []
 
 
 def test_adopting_too_many_kills_the_extras() -> None:
