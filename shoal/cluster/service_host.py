@@ -29,6 +29,7 @@ from shoal.errors import ShoalError, UnknownTask
 
 FRAMEWORK_ID = "shoal-services"
 STATE_FILE = "services.json"
+RECONCILE_POLLS = 3  # agent poll intervals to wait for re-reported instances after a restart
 
 
 class ServiceHost:
@@ -49,7 +50,13 @@ class ServiceHost:
             p.FrameworkInfo(name="services", role="services"), internal=True, framework_id=FRAMEWORK_ID
         )
         manager.on_internal_events = self._events_arrived
-        for spec in self._load():
+        loaded = self._load()
+        # After a master restart, agents re-register within a poll or two and re-report
+        # their running instances; launching before then would duplicate them, so
+        # offers are declined until this reconciliation period ends (as Marathon
+        # reconciles tasks before it scales).
+        self.reconcile_until = clock() + RECONCILE_POLLS * config.poll_wait_s if loaded else 0.0
+        for spec in loaded:
             self._handle(s.ServiceCreated(spec))
 
     def register(self, server: RpcServer) -> None:
@@ -116,7 +123,9 @@ class ServiceHost:
                 self._handle(s.OfferRescinded(offer_id))
             for status in events.updates:
                 self._handle(self._update(status))
-            if events.offers:
+            if events.offers and self.clock() < self.reconcile_until:
+                self.manager.decline(p.DeclineReq(FRAMEWORK_ID, [o.offer_id for o in events.offers], 0.0))
+            elif events.offers:
                 self._handle(s.OffersReceived(events.offers))
         except Exception:
             self.log.exception("service scheduler failed on an event")
