@@ -62,6 +62,7 @@ class LocalBackend:
         self._next = 0
         self._driver: Driver | None = None
         self._forked: dict[str, int] = {}
+        self._reaped: dict[str, threading.Event] = {}  # set by each forked executor's watcher
 
     def prefork(self, driver: Driver) -> None:
         """Fork the first executors now, before the driver starts any thread: a
@@ -79,6 +80,7 @@ class LocalBackend:
             if pid == 0:
                 _run_forked_executor(env)
             self._forked[executor_id] = pid
+            self._reaped[executor_id] = threading.Event()
 
     def start(self, driver: Driver) -> None:
         if self._driver is None:
@@ -131,6 +133,7 @@ class LocalBackend:
             code = os.waitstatus_to_exitcode(status)
         except ChildProcessError:
             code = 0
+        self._reaped[executor_id].set()
         self._exited(executor_id, pid, code)
 
     def _watch(self, executor_id: str, proc: subprocess.Popen) -> None:
@@ -160,7 +163,7 @@ class LocalBackend:
         with self._lock:
             self._stopping = True
             procs = list(self.procs.values())
-            forked = list(self._forked.values())
+            forked = [(pid, self._reaped[eid]) for eid, pid in self._forked.items()]
         deadline = time.monotonic() + STOP_GRACE_S
         for p in procs:
             try:
@@ -168,20 +171,16 @@ class LocalBackend:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        for pid in forked:
-            _wait_or_kill(pid, deadline)
+        for pid, reaped in forked:
+            _wait_or_kill(pid, reaped, deadline)
         if self.app_dir:
             shutil.rmtree(self.app_dir, ignore_errors=True)
 
 
-def _wait_or_kill(pid: int, deadline: float) -> None:
-    """Wait for a forked executor to exit (its watcher thread reaps it), else kill it."""
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)  # named poll interval: the watcher thread is reaping the child
+def _wait_or_kill(pid: int, reaped: threading.Event, deadline: float) -> None:
+    """Wait for a forked executor's watcher to reap it, else kill it."""
+    if reaped.wait(max(0.0, deadline - time.monotonic())):
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -47,7 +47,7 @@ class ClusterBackend:
             self.cluster_target = str(self.address.folder.resolve())
         if self.cluster_target:
             # shoal:/// paths in this application mean this cluster's file system.
-            from shoal.compute.storage import set_default_cluster
+            from shoal.compute.input_paths import set_default_cluster
 
             set_default_cluster(self.cluster_target)
         self.instances = int(c.get("spark.executor.instances", 2))
@@ -77,7 +77,7 @@ class ClusterBackend:
 
     def stop(self) -> None:
         if self.cluster_target:
-            from shoal.compute.storage import set_default_cluster
+            from shoal.compute.input_paths import set_default_cluster
 
             set_default_cluster(None)  # the next context in this process may use another cluster
         driver = self.driver

@@ -332,8 +332,11 @@ class Driver:
     def _job_ended(self, eff: JobEnded) -> None:
         waiter = self.jobs.pop(eff.job_id, None)
         self.recorder.job_ended(eff.job_id, eff.failure)
-        for tid in [t for t, a in self.sched.attempts.items() if a.state != "running"]:
-            self.task_results.pop(tid, None)
+        if waiter is not None:
+            for plan in waiter.plans:  # a result stage is this job's alone; map stages are shared
+                if not plan.is_map:
+                    self.registry.by_id.pop(plan.stage_id, None)
+                    self.stage_blobs.pop(plan.stage_id, None)
         if waiter is None or waiter.future.done():
             return
         if not eff.failure:
@@ -402,7 +405,9 @@ class Driver:
             for key in res.cached:
                 self.cache_locs.setdefault(key, []).append(
                     Location(host=ex.info.node_id, executor=ex.info.executor_id, rack=ex.info.rack))
+            # Read by the TaskCompleted effect this event yields, if the result counts.
             self._handle(TaskSucceeded(res.task_id, res.map_status))
+            self.task_results.pop(res.task_id, None)
         elif res.state == "killed":
             self._handle(TaskFailed(res.task_id, "killed", killed=True))
         else:

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 
 from shoal.compute import serde
 from shoal.compute.fastpaths import records_for_count
@@ -44,6 +43,7 @@ from shoal.errors import FetchFailed, ShoalError
 
 # How long the executor keeps trying to reach a driver that does not answer.
 DRIVER_LOST_AFTER_S = 30.0
+DRIVER_RETRY_S = 0.2  # backoff between calls while the driver is briefly unreachable
 PROFILE_DIR = os.environ.get("SHOAL_EXECUTOR_PROFILE_DIR", "")
 
 
@@ -83,7 +83,7 @@ class Executor:
             except ShoalError:
                 if time.monotonic() - last_ok > DRIVER_LOST_AFTER_S:
                     return
-                self.stopping.wait(0.2)  # named retry pause: the driver is briefly unreachable
+                self.stopping.wait(DRIVER_RETRY_S)
                 continue
             last_ok = time.monotonic()
             results = []
@@ -126,7 +126,7 @@ class Executor:
                     kind, rdd, target = self.stage(launch.stage_id)
                     split = rdd.partitions[launch.partition]
                     if kind == "map" and target.extra.get("count_keys") is not None:
-                        records = records_for_count(target, _lazy(rdd, split, tc), launch.partition, tc,
+                        records = records_for_count(target, lambda: rdd.iterator(split, tc), launch.partition,
                                                     env.memory_limit_bytes)
                     else:
                         records = rdd.iterator(split, tc)
@@ -189,7 +189,7 @@ class Executor:
                 failures_since = failures_since or time.monotonic()
                 if time.monotonic() - failures_since > DRIVER_LOST_AFTER_S:
                     os._exit(3)  # the driver is gone: nobody will collect our results
-                self.stopping.wait(0.5)  # named retry pause before polling the driver again
+                self.stopping.wait(DRIVER_RETRY_S)
                 continue
             failures_since = None
             if reply.shutdown:
@@ -201,11 +201,6 @@ class Executor:
             with self._lock:
                 if self.current_task is not None and self.current_task in reply.kill:
                     _raise_in_thread(self._main_thread, TaskKilled)
-
-
-def _lazy(rdd, split, tc) -> Iterator:
-    """The partition's records, computed only if iterated."""
-    yield from rdd.iterator(split, tc)
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
@@ -229,7 +224,7 @@ def _task_error(exc: BaseException) -> TaskError:
     return TaskError(type(exc).__qualname__, str(exc), tb, pickled)
 
 
-def env_from_environment() -> tuple[ExecutorEnv, tuple[str, int], str, int]:
+def env_from_environment() -> tuple[ExecutorEnv, tuple[str, int], str]:
     e = os.environ
     host, _, port = e["SHOAL_EXECUTOR_DRIVER"].rpartition(":")
     service = e.get("SHOAL_SHUFFLE_SERVICE") or ""
@@ -248,7 +243,7 @@ def env_from_environment() -> tuple[ExecutorEnv, tuple[str, int], str, int]:
         shuffle_secret=bytes.fromhex(e.get("SHOAL_SHUFFLE_SECRET", "")),
     )
     env.blocks = BlockManager(os.path.join(work, f"blocks-{env.executor_id}"), memory)
-    return env, (host, int(port)), e.get("SHOAL_EXECUTOR_RACK", ""), int(e.get("SHOAL_EXECUTOR_SLOTS", "1"))
+    return env, (host, int(port)), e.get("SHOAL_EXECUTOR_RACK", "")
 
 
 def _die_with_parent() -> None:
@@ -281,7 +276,7 @@ def main() -> None:
                 children = []
                 break
             children.append(pid)
-    env, driver, rack, _ = env_from_environment()
+    env, driver, rack = env_from_environment()
     Executor(env, driver, rack, 1).run()
     for pid in children:
         try:

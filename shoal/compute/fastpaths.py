@@ -10,12 +10,11 @@ words and counts in C++; only the distinct words become Python strings.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shoal.compute.rdd import RDD
-    from shoal.compute.taskcontext import TaskContext
 
 
 def text_of_split_words(rdd: RDD) -> Any | None:
@@ -105,8 +104,10 @@ def mark_fast_paths(dep: Any) -> None:
         dep.extra["text_words"] = True
 
 
-def records_for_count(dep: Any, rdd_records: Iterator, index: int, tc: TaskContext, memory_limit: int) -> Iterator:
-    """The map-side records of a ``count_keys`` shuffle: bare keys counted in C."""
+def records_for_count(dep: Any, partition_records: Callable[[], Iterator], index: int,
+                      memory_limit: int) -> Iterator:
+    """The map-side records of a ``count_keys`` shuffle: bare keys counted in C.
+    ``partition_records()`` computes the partition, when the text fast path does not."""
     from shoal.compute.combine import count_keys
     from shoal.compute.taskcontext import rss_bytes
 
@@ -115,4 +116,4 @@ def records_for_count(dep: Any, rdd_records: Iterator, index: int, tc: TaskConte
         # Decided in the driver (mark_fast_paths): dep.rdd is textFile(...).flatMap(str.split).
         text_rdd = dep.rdd._narrow_parent()
         return count_words(text_rdd, index, const, lambda: rss_bytes() > memory_limit)
-    return count_keys(rdd_records, const)
+    return count_keys(partition_records(), const)

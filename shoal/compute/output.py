@@ -1,5 +1,5 @@
 """``saveAsTextFile`` / ``saveAsPickleFile``: one part file per partition, written
-through Hadoop's ``FileOutputCommitter`` protocol (``storage.OutputCommitter``).
+through Hadoop's ``FileOutputCommitter`` protocol (``committer.OutputCommitter``).
 
 The driver sets the job up (an existing output directory is refused), each task
 writes its partition to its attempt's own file and commits it (the first attempt
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from shoal.compute.storage import OutputCommitter, write_pickle_partition, write_text_partition
+from shoal.compute.committer import OutputCommitter, write_pickle_partition, write_text_partition
 
 if TYPE_CHECKING:
     from shoal.compute.rdd import RDD

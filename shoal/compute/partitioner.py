@@ -66,7 +66,7 @@ class HashPartitioner(Partitioner):
 
     def partition_many(self, keys: Sequence[Any]) -> list[int]:
         n = self.num_partitions
-        if self.partition_func is None and keys and all(type(k) is str for k in keys):
+        if self.partition_func is None and keys and set(map(type, keys)) == {str}:  # one C pass
             crc = _crc32
             return [crc(k.encode("utf-8", "surrogatepass")) % n for k in keys]
         f = self.partition_func or portable_hash

@@ -10,8 +10,10 @@ from shoal.core.units import format_size
 
 
 class ProgressReporter:
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+    def __init__(self, enabled: bool = True, console: Any = None) -> None:
+        """``console``: a rich Console to draw on (default: stderr, when a terminal)."""
+        self.enabled = enabled and (console is not None or sys.stderr.isatty())
+        self._console = console
         self._progress: Any = None
         self._bars: dict[int, Any] = {}
         self._totals: dict[int, dict[str, int]] = {}
@@ -24,7 +26,7 @@ class ProgressReporter:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                console=Console(stderr=True), transient=True, auto_refresh=False,
+                console=self._console or Console(stderr=True), transient=True, auto_refresh=False,
             )
             self._progress.start()
         return self._progress

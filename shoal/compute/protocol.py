@@ -27,7 +27,6 @@ class Registered(msgspec.Struct, frozen=True):
 class TaskMetrics(msgspec.Struct):
     duration_s: float = 0.0
     records_in: int = 0
-    records_out: int = 0
     shuffle_read_bytes: int = 0
     shuffle_read_remote_bytes: int = 0
     shuffle_read_records: int = 0

@@ -1,118 +1,31 @@
-"""Sort-based shuffle: map-side writer and reduce-side reader.
+"""Sort-based shuffle: the interface the driver and the executors code against.
 
-Layout of one map task's output (Spark's IndexShuffleBlockResolver): one data file
-``<root>/<app_id>/shuffle_<sid>_<map>.data`` holding, for reduce partition p, the
-bytes ``[offsets[p], offsets[p+1])`` as a sequence of framed batches
-(``serde.dumps_batch``), and an index file ``... .index`` holding the P+1 offsets as
-big-endian uint64, followed by the P record counts (also uint64, so a retried
-attempt can report the committed output's counts). Files are committed atomically
-(written under a temporary name, then renamed, data first, index last, under a
-per-application lock); when a retried or speculative attempt finds a committed
-output of the same map task, it discards its own and reports the existing one.
-
-The writer lives in :mod:`shoal.compute.shuffle_write`, the reader in
-:mod:`shoal.compute.shuffle_read`, the worker-side server in
-:mod:`shoal.compute.shuffle_service`; this module is the interface the driver and
-the executors code against.
+The format and shared types are in :mod:`shoal.compute.shuffle_format`, the writer
+in :mod:`shoal.compute.shuffle_write`, the reader in :mod:`shoal.compute.shuffle_read`
+and the worker-side server in :mod:`shoal.compute.shuffle_service`.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import struct
-from collections.abc import Iterable, Iterator
-
-import msgspec
+from collections.abc import Iterable
 
 from shoal.compute.dependencies import ShuffleDependency
-from shoal.errors import BadRequest
-
-# App ids become folder names (on the service too): no separators, no "..".
-APP_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-ID_MAX = 2**31 - 1  # shuffle ids and map indexes
-U64 = struct.Struct(">Q")
-
-
-class MapStatus(msgspec.Struct, frozen=True):
-    """Where one map task's output is and how big each reduce segment is."""
-
-    map_index: int
-    node_id: str               # the worker (or "localhost") whose disk holds the file
-    service: tuple[str, int] | None  # shuffle service address; None in local mode
-    data_path: str
-    offsets: list[int]         # P+1 byte offsets into data_path
-    records: list[int]         # records per reduce partition
-
-
-class ShuffleWriteMetrics(msgspec.Struct):
-    input_records: int = 0
-    records_written: int = 0
-    bytes_written: int = 0
-    spills: int = 0
-    spilled_bytes: int = 0
-
-
-class ShuffleReadMetrics(msgspec.Struct):
-    remote_bytes: int = 0
-    local_bytes: int = 0
-    records_read: int = 0
-    spills: int = 0
-    spilled_bytes: int = 0
-    # Extra detail (defaults keep the interface): segments read each way.
-    local_segments: int = 0
-    remote_segments: int = 0
-
-
-def check_app_id(app_id: str) -> None:
-    """App ids name folders: refuse anything that could escape the shuffle root."""
-    if not isinstance(app_id, str) or not APP_ID_RE.fullmatch(app_id):
-        raise BadRequest(f"bad application id {app_id!r}: use up to 200 letters, digits, '.', '_' and '-'")
-
-
-def check_index(what: str, value: int) -> None:
-    if type(value) is not int or not 0 <= value <= ID_MAX:
-        raise BadRequest(f"bad {what} {value!r}: must be an integer in [0, {ID_MAX}]")
-
-
-def shuffle_paths(root: str, app_id: str, shuffle_id: int, map_index: int) -> tuple[str, str]:
-    """(data path, index path) of one map task's output under a shuffle root."""
-    check_app_id(app_id)
-    check_index("shuffle id", shuffle_id)
-    check_index("map index", map_index)
-    base = os.path.join(os.fspath(root), app_id, f"shuffle_{shuffle_id}_{map_index}")
-    return base + ".data", base + ".index"
-
-
-def encode_index(offsets: list[int], records: list[int]) -> bytes:
-    assert len(offsets) == len(records) + 1, "an index has one more offset than partitions"
-    return struct.pack(f">{len(offsets) + len(records)}Q", *offsets, *records)
-
-
-def decode_index(data: bytes) -> tuple[list[int], list[int]]:
-    """(offsets, records) of an index file; ValueError when it is not one."""
-    n, rest = divmod(len(data), U64.size)
-    if rest or n % 2 == 0:
-        raise ValueError(f"index of {len(data)} bytes is not 2P+1 uint64 values")
-    values = list(struct.unpack(f">{n}Q", data))
-    parts = n // 2
-    offsets, records = values[: parts + 1], values[parts + 1 :]
-    if offsets[0] != 0 or any(a > b for a, b in zip(offsets, offsets[1:])):
-        raise ValueError("index offsets are not increasing from 0")
-    return offsets, records
-
-
-def read_committed(data_path: str, index_path: str) -> tuple[list[int], list[int]] | None:
-    """The committed output's (offsets, records), or None if it is absent or torn
-    (no index, unreadable index, or a data file of another length)."""
-    try:
-        with open(index_path, "rb") as f:
-            offsets, records = decode_index(f.read())
-        if os.path.getsize(data_path) != offsets[-1]:
-            return None
-    except (OSError, ValueError):
-        return None
-    return offsets, records
+from shoal.compute.shuffle_format import (  # noqa: F401  (re-exported)
+    APP_ID_RE,
+    ID_MAX,
+    U64,
+    MapStatus,
+    ShuffleReadMetrics,
+    ShuffleWriteMetrics,
+    check_app_id,
+    check_index,
+    decode_index,
+    encode_index,
+    read_committed,
+    shuffle_paths,
+)
+from shoal.compute.shuffle_read import read_partition as read_reduce_partition  # noqa: F401
+from shoal.compute.shuffle_write import MapOutputWriter
 
 
 def write_map_output(
@@ -129,31 +42,5 @@ def write_map_output(
     metrics: ShuffleWriteMetrics,
 ) -> MapStatus:
     """Partition (and combine, and sort) one map task's records into its data file."""
-    from shoal.compute.shuffle_write import MapOutputWriter
-
     writer = MapOutputWriter(dep, work_dir=work_dir, memory_limit_bytes=memory_limit_bytes, metrics=metrics)
     return writer.write(records, root=root, app_id=app_id, map_index=map_index, node_id=node_id, service=service)
-
-
-def read_reduce_partition(
-    statuses: list[MapStatus | None],
-    dep: ShuffleDependency,
-    reduce_index: int,
-    *,
-    shuffle_id: int,
-    app_id: str,
-    local_node: str,
-    secret: bytes,
-    work_dir: str,
-    memory_limit_bytes: int,
-    metrics: ShuffleReadMetrics,
-) -> Iterator[tuple]:
-    """The records of one reduce partition: combined by key when the dependency has
-    an aggregator, sorted by key when it has ``key_ordering``, else as fetched.
-    A missing or unreadable map output raises ``FetchFailed`` naming the map index."""
-    from shoal.compute.shuffle_read import read_partition
-
-    return read_partition(
-        statuses, dep, reduce_index, shuffle_id=shuffle_id, app_id=app_id, local_node=local_node,
-        secret=secret, work_dir=work_dir, memory_limit_bytes=memory_limit_bytes, metrics=metrics,
-    )

@@ -24,7 +24,7 @@ import lz4.block
 from shoal.compute.dependencies import ShuffleDependency
 from shoal.compute.external import ExternalMerger, ExternalSorter
 from shoal.compute.serde import BATCH_HEADER, loads_batch_payload
-from shoal.compute.shuffle import MapStatus, ShuffleReadMetrics
+from shoal.compute.shuffle_format import MapStatus, ShuffleReadMetrics
 from shoal.compute.shuffle_service import ShuffleClient
 from shoal.errors import FetchFailed
 
@@ -56,8 +56,11 @@ def read_partition(
     memory_limit_bytes: int,
     metrics: ShuffleReadMetrics,
 ) -> Iterator[tuple]:
-    """See :func:`shoal.compute.shuffle.read_reduce_partition`. Missing statuses fail
-    at once (not at the first ``next``)."""
+    """The records of one reduce partition (``shuffle.read_reduce_partition``):
+    combined by key when the dependency has an aggregator, sorted by key when it has
+    ``key_ordering``, else as fetched. A missing or unreadable map output raises
+    ``FetchFailed`` naming the map index; missing statuses fail at once (not at the
+    first ``next``)."""
     if not 0 <= reduce_index < dep.num_partitions:
         raise ValueError(f"reduce partition {reduce_index} out of range [0, {dep.num_partitions})")
     local: list[Segment] = []

@@ -26,9 +26,9 @@ from pathlib import Path
 import msgspec
 
 from shoal.compute.serde import BATCH_HEADER
-from shoal.compute.shuffle import U64, check_app_id, check_index, shuffle_paths
+from shoal.compute.shuffle_format import U64, check_app_id, check_index, shuffle_paths
 from shoal.core.config import RpcConfig
-from shoal.core.sockio import FramedSocket
+from shoal.core.sockio import FramedSocket, accept_loop
 from shoal.errors import AuthenticationError, BadRequest, FetchFailed, ProtocolError, ShoalError
 
 log = logging.getLogger("compute.shuffle_service")
@@ -151,16 +151,8 @@ class ShuffleService:
 
     # --- connections ------------------------------------------------------------------------------
     def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, addr = self._listener.accept()
-            except OSError:
-                return
-            if not self._slots.acquire(blocking=False):
-                log.warning("too many shuffle connections; refusing %s", addr)
-                sock.close()
-                continue
-            threading.Thread(target=self._serve, args=(sock, addr), daemon=True, name="shuffle-conn").start()
+        accept_loop(self._listener, self._stop, self._slots, self._serve, what="shuffle connections",
+                    thread_name="shuffle-conn", log=log)
 
     def _serve(self, sock: socket.socket, addr: tuple) -> None:
         peer = f"{addr[0]}:{addr[1]}"

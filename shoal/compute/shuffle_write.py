@@ -31,7 +31,7 @@ from shoal.compute.dependencies import ShuffleDependency
 from shoal.compute.external import CHECK_RECORDS, SPILL_HEADROOM, MemoryProbe, combine_into, record_sort_key
 from shoal.compute.partitioner import RangePartitioner
 from shoal.compute.serde import DEFAULT_BATCH_RECORDS, dumps_batch
-from shoal.compute.shuffle import MapStatus, ShuffleWriteMetrics, encode_index, read_committed, shuffle_paths
+from shoal.compute.shuffle_format import MapStatus, ShuffleWriteMetrics, encode_index, read_committed, shuffle_paths
 
 WRITE_BUFFER_BYTES = 1024 * 1024
 COPY_CHUNK_BYTES = 8 * 1024 * 1024

@@ -106,7 +106,7 @@ class WholeTextFilesRDD(RDD):
     ``minPartitions`` partitions; no file is cut."""
 
     def __init__(self, ctx: ComputeContext, path: str, min_partitions: int) -> None:
-        from shoal.compute.storage import _target
+        from shoal.compute.input_paths import _target
 
         super().__init__(ctx, [], site=call_site("wholeTextFiles"))
         self.path = path

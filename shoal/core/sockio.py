@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import logging
 import socket
+import threading
+from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 import msgspec
@@ -172,3 +175,21 @@ def write_all(fd: int, view: memoryview) -> None:
     while len(view):
         n = os.write(fd, view)
         view = view[n:]
+
+
+def accept_loop(listener: socket.socket, stop: threading.Event, slots: threading.Semaphore,
+                handle: Callable[[socket.socket, tuple], None], *, what: str, thread_name: str,
+                log: logging.Logger) -> None:
+    """Accept connections until the listener closes; each gets a thread running
+    ``handle`` (which releases its slot), and a connection beyond the slots is
+    refused at once rather than queued."""
+    while not stop.is_set():
+        try:
+            sock, addr = listener.accept()
+        except OSError:
+            return
+        if not slots.acquire(blocking=False):
+            log.warning("too many %s; refusing %s", what, addr)
+            sock.close()
+            continue
+        threading.Thread(target=handle, args=(sock, addr), daemon=True, name=thread_name).start()

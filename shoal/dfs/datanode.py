@@ -19,7 +19,7 @@ import msgspec
 
 from shoal.core.config import Config
 from shoal.core.rpc_client import RpcClient
-from shoal.core.sockio import FramedSocket
+from shoal.core.sockio import FramedSocket, accept_loop
 from shoal.dfs import protocol as p
 from shoal.dfs.blockstore import BlockStore
 from shoal.dfs.scanner import BlockScanner
@@ -170,16 +170,8 @@ class DataNode:
 
     # --- data plane ------------------------------------------------------------------------
     def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, addr = self._listener.accept()
-            except OSError:
-                return
-            if not self._xceivers.acquire(blocking=False):
-                log.warning("too many transfers; refusing %s", addr)
-                sock.close()
-                continue
-            threading.Thread(target=self._xceive, args=(sock, addr), daemon=True, name="xceiver").start()
+        accept_loop(self._listener, self._stop, self._xceivers, self._xceive, what="transfers",
+                    thread_name="xceiver", log=log)
 
     def _xceive(self, sock: socket.socket, addr: tuple) -> None:
         peer = f"{addr[0]}:{addr[1]}"

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from shoal.cluster.local import resolve
-from shoal.compute import storage
+from shoal.compute import input_paths, storage
+from shoal.compute.committer import OutputCommitter, write_pickle_partition, write_text_partition
 from shoal.compute.storage import (
     FileSplit,
-    OutputCommitter,
     pickle_splits,
     read_pickle_file,
     read_split_lines,
@@ -24,8 +24,6 @@ from shoal.compute.storage import (
     resolve_input,
     text_splits,
     whole_text_files,
-    write_pickle_partition,
-    write_text_partition,
 )
 from shoal.errors import FileAlreadyExists, FileNotFound, IsADirectory
 
@@ -71,9 +69,9 @@ def target(cluster) -> str:
 
 @pytest.fixture
 def default_cluster(target) -> Iterator[None]:
-    storage.set_default_cluster(target)
+    input_paths.set_default_cluster(target)
     yield
-    storage.set_default_cluster(None)
+    input_paths.set_default_cluster(None)
 
 
 # --- splits ----------------------------------------------------------------------------------
@@ -157,7 +155,7 @@ def test_dfs_globs_directories_and_lists(tree, target, tmp_path):
 
 def test_cluster_from_environment_and_default(tree, target, monkeypatch, default_cluster):
     assert read_all(text_splits("shoal:///in/a.txt", 1)) == ["a1", "a2"]  # set_default_cluster
-    storage.set_default_cluster(None)
+    input_paths.set_default_cluster(None)
     monkeypatch.setenv("SHOAL_CLUSTER", target)
     splits = text_splits("shoal:///in", 1)
     assert splits[0].cluster is None

@@ -26,6 +26,7 @@ PURE = [
     "cluster/allocator_events.py",
     "cluster/resources.py",
     "compute/scheduler.py",
+    "compute/scheduler_events.py",
     "compute/locality.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pickle", "threading", "subprocess"}

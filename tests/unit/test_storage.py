@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal.compute import storage
+from shoal.compute.committer import OutputCommitter, write_pickle_partition, write_text_partition
 from shoal.compute.storage import (
     FileSplit,
-    OutputCommitter,
     display_path,
     pickle_splits,
     read_pickle_file,
@@ -27,8 +27,6 @@ from shoal.compute.storage import (
     resolve_input,
     text_splits,
     whole_text_files,
-    write_pickle_partition,
-    write_text_partition,
 )
 from shoal.errors import FileAlreadyExists, FileNotFound, IsADirectory
 
