@@ -181,6 +181,11 @@ class TaskFailed(ShoalError):
     """A task ended in a failed, killed or lost state."""
 
 
+class StreamingCommandFailed(ShoalError):
+    """A Hadoop Streaming mapper, reducer or combiner command could not be started,
+    exited non-zero, was killed by a signal, or exited before reading all its input."""
+
+
 # --- compute engine --------------------------------------------------------------------
 class SerializationError(ShoalError):
     """A function or record could not be pickled (the message names what)."""

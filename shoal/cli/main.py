@@ -16,6 +16,7 @@ from shoal.cli.cluster import cluster_group
 from shoal.cli.compute import jobs, submit
 from shoal.cli.containers import ps, run
 from shoal.cli.dfsadmin import dfs_group
+from shoal.cli.mapreduce import mapreduce_group
 from shoal.cli.services import service_group
 from shoal.cli.fs import fs_group
 from shoal.core.config import load_config, parse_settings
@@ -240,6 +241,7 @@ cli.add_command(ps)
 cli.add_command(service_group)
 cli.add_command(submit)
 cli.add_command(jobs)
+cli.add_command(mapreduce_group)
 
 
 def main() -> None:

@@ -140,5 +140,11 @@ def preferred_locations(rdd: RDD, index: int, cache_locs: dict[tuple[int, int], 
 def to_spec(plan: StagePlan, cache_locs: dict[tuple[int, int], list[Location]]) -> StageSpec:
     n = plan.num_partitions
     prefs = [preferred_locations(plan.rdd, i, cache_locs) for i in range(n)]
-    return StageSpec(plan.stage_id, n, list(plan.parents),
+    spec = StageSpec(plan.stage_id, n, list(plan.parents),
                      plan.shuffle_dep.shuffle_id if plan.shuffle_dep else None, prefs, plan.name)
+    # Hadoop's reduce slow start, when every shuffle the stage reads asks for it.
+    shuffles, _ = stage_inputs(plan.rdd)
+    starts = [d.slow_start for d in shuffles]
+    if starts and all(s is not None for s in starts):
+        spec.slow_start = min(starts)  # type: ignore[type-var]
+    return spec

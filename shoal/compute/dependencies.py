@@ -88,6 +88,12 @@ class ShuffleDependency(Dependency):
     ascending: bool = True
     sort_keyfunc: Callable[[Any], Any] | None = None
     extra: dict = field(default_factory=dict)
+    # Writes a map task's output instead of the RDD engine's writer (MapReduce's sort
+    # buffer and spills): same signature and result as ``shuffle.write_map_output``.
+    map_writer: Callable[..., Any] | None = None
+    # Hadoop's reduce slow start: the reading stage may start once this fraction of
+    # the map tasks is done (its tasks then poll the driver for the other outputs).
+    slow_start: float | None = None
 
     @property
     def num_partitions(self) -> int:

@@ -30,12 +30,15 @@ from shoal.compute.progress import ProgressReporter
 from shoal.compute.protocol import (
     CONTROL,
     FETCH,
+    MAP_OUTPUTS,
     NEXT,
     REGISTER,
     ControlPoll,
     ControlReply,
     Data,
     FetchData,
+    MapOutputs,
+    MapOutputsRequest,
     PollTasks,
     RegisterExecutor,
     Registered,
@@ -143,10 +146,13 @@ class Driver:
         self._thread = threading.Thread(target=self._run_loop, daemon=True, name="shoal-driver")
         self.server = RpcServer(self.secret, RpcConfig(frame_bytes_max=1 << 31, inflight_calls_max=4096), log)
         for method, handler in ((REGISTER, self._on_register), (NEXT, self._on_next), (CONTROL, self._on_control),
-                                (FETCH, self._on_fetch)):
+                                (FETCH, self._on_fetch), (MAP_OUTPUTS, self._on_map_outputs)):
             self.server.register(method, handler)
         self.address: tuple[str, int] = ("", 0)
         self._stopped = False
+        # Resolved (and replaced) whenever a map output registers: wakes the reduce
+        # tasks of a slow-started stage waiting in ``_on_map_outputs``.
+        self._outputs_changed: asyncio.Future | None = None
 
     # --- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -316,6 +322,8 @@ class Driver:
         _wake(ex.waiter, None)
 
     def _completed(self, eff: TaskCompleted) -> None:
+        if eff.job_id is None:
+            _wake(self._outputs_changed, None)
         res = self.task_results.get(eff.task_id)
         if res is None:
             return
@@ -460,6 +468,23 @@ class Driver:
                 raise BadRequest(f"no slice {req.index} of collection {req.ident}")
             return Data(slices[req.index])
         raise BadRequest(f"unknown data kind {req.kind!r}")
+
+    async def _on_map_outputs(self, req: MapOutputsRequest) -> MapOutputs:
+        deadline = time.monotonic() + max(0.0, min(req.wait_s, 60.0))
+        while True:
+            outs = self.sched.map_outputs.get(req.shuffle_id)
+            if outs is None:
+                raise BadRequest(f"unknown shuffle {req.shuffle_id}")
+            available = sum(o is not None for o in outs)
+            left = deadline - time.monotonic()
+            if available > req.known or available == len(outs) or left <= 0 or self._stopped:
+                return MapOutputs(list(outs))
+            if self._outputs_changed is None or self._outputs_changed.done():
+                self._outputs_changed = self.loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._outputs_changed), left)
+            except asyncio.TimeoutError:
+                pass
 
     def unpersist(self, rdd_id: int) -> None:
         def run() -> None:

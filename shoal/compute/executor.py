@@ -157,6 +157,7 @@ class Executor:
         metrics.spills += rm.spills
         metrics.spilled_bytes += rm.spilled_bytes
         metrics.duration_s = time.perf_counter() - start
+        metrics.status = tc.status
         accs = pickle.dumps(tc.accumulator_updates) if tc.accumulator_updates else b""
         return TaskResult(launch.task_id, result.state, result.value, result.map_status, None, metrics, accs,
                           tc.cached)
@@ -164,7 +165,8 @@ class Executor:
     def _write_map(self, launch: TaskLaunch, dep, records, metrics: TaskMetrics) -> TaskResult:
         env = self.env
         wm = ShuffleWriteMetrics()
-        status = write_map_output(
+        writer = dep.map_writer or write_map_output
+        status = writer(
             records, dep, root=env.shuffle_root, app_id=env.app_id, map_index=launch.partition,
             node_id=env.node_id, service=env.shuffle_service, work_dir=env.work_dir,
             memory_limit_bytes=env.memory_limit_bytes, metrics=wm,

@@ -99,6 +99,8 @@ class JobRecorder:
                    shuffle_read_remote_bytes=m.shuffle_read_remote_bytes, shuffle_write_bytes=m.shuffle_write_bytes,
                    shuffle_write_records=m.shuffle_write_records, spills=m.spills, spilled_bytes=m.spilled_bytes,
                    result_bytes=m.result_bytes)
+        if m.status:
+            rec["status"] = m.status
         if res.error is not None:
             rec["error"] = f"{res.error.exc_type}: {res.error.message}"
         self.flush()

@@ -39,7 +39,7 @@ def codec_for(compression_codec_class: str | None) -> str | None:
     return codec
 
 
-def _partition_writer(committer: OutputCommitter, write: Callable[[IO[bytes], Iterator], Any],
+def partition_writer(committer: OutputCommitter, write: Callable[[IO[bytes], Iterator], Any],
                       ) -> Callable[[Iterator], int]:
     """The per-partition function of an output job: write, then commit the attempt."""
 
@@ -71,7 +71,7 @@ def _partition_writer(committer: OutputCommitter, write: Callable[[IO[bytes], It
 def _save(rdd: RDD, committer: OutputCommitter, write: Callable[[IO[bytes], Iterator], Any], action: str) -> None:
     committer.setup_job()  # FileAlreadyExists before any task runs
     try:
-        rdd.ctx.run_job(rdd, _partition_writer(committer, write), None, action)
+        rdd.ctx.run_job(rdd, partition_writer(committer, write), None, action)
     except BaseException:
         committer.abort_job()
         raise

@@ -35,6 +35,7 @@ class TaskMetrics(msgspec.Struct):
     spills: int = 0
     spilled_bytes: int = 0
     result_bytes: int = 0
+    status: str = ""  # the task's last status message (Hadoop's reporter:status)
 
 
 class TaskError(msgspec.Struct, frozen=True):
@@ -99,7 +100,22 @@ class Data(msgspec.Struct, frozen=True):
     data: bytes
 
 
+class MapOutputsRequest(msgspec.Struct, frozen=True):
+    """A reduce task that started early (slow start) asks for the map outputs of a
+    shuffle; the driver answers once more than ``known`` exist, all exist, or
+    ``wait_s`` passed."""
+
+    shuffle_id: int
+    known: int = 0
+    wait_s: float = 0.0
+
+
+class MapOutputs(msgspec.Struct, frozen=True):
+    statuses: list[MapStatus | None]
+
+
 REGISTER = Method("compute.register", RegisterExecutor, Registered)
 NEXT = Method("compute.next", PollTasks, TaskBatch)
 CONTROL = Method("compute.control", ControlPoll, ControlReply)
 FETCH = Method("compute.fetch", FetchData, Data)
+MAP_OUTPUTS = Method("compute.map_outputs", MapOutputsRequest, MapOutputs)

@@ -13,18 +13,17 @@ machine. ``handle(event, now)`` returns effects; it never does I/O.
 - Speculation: when ``speculation_quantile`` of a stage's tasks are done, a task
   running longer than ``speculation_multiplier`` x the median gets a copy on another
   executor; the first attempt to succeed wins and the other is killed.
+- Slow start (Hadoop MapReduce): a stage with ``StageSpec.slow_start`` starts once
+  that fraction of its parents' map outputs exists; its tasks yield slots to maps
+  (scheduler_slow_start.py has the rules).
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
 from typing import Any
 
-from shoal.compute.locality import DelayState, ExecutorPlace, Level, allowed_level, level_of, note_launch
-from shoal.compute.locality import valid_levels
-
-
+from shoal.compute.locality import ExecutorPlace, Level, allowed_level, level_of, note_launch, valid_levels
 from shoal.compute.scheduler_events import (  # noqa: F401  (re-exported)
     Effect,
     Event,
@@ -44,64 +43,11 @@ from shoal.compute.scheduler_events import (  # noqa: F401  (re-exported)
     TaskSucceeded,
     Tick,
 )
+from shoal.compute.scheduler_slow_start import SlowStart
+from shoal.compute.scheduler_state import Job, Stage, TaskAttempt, TaskSet  # noqa: F401  (re-exported)
 
 
-# --- state -------------------------------------------------------------------------------
-@dataclass
-class TaskAttempt:
-    task_id: int
-    stage_id: int
-    stage_attempt: int
-    partition: int
-    attempt: int
-    executor: str
-    host: str
-    locality: Level
-    speculative: bool
-    start: float
-    end: float | None = None
-    state: str = "running"  # running | succeeded | failed | killed
-    reason: str = ""
-
-
-@dataclass
-class Stage:
-    spec: StageSpec
-    jobs: set[int] = field(default_factory=set)
-    attempts: int = 0
-    consecutive_failures: int = 0
-
-    @property
-    def stage_id(self) -> int:
-        return self.spec.stage_id
-
-
-@dataclass
-class TaskSet:
-    stage_id: int
-    attempt: int
-    partitions: list[int]
-    pending: list[int]
-    running: dict[int, list[int]] = field(default_factory=dict)  # partition -> task ids
-    done: set[int] = field(default_factory=set)
-    failures: dict[int, int] = field(default_factory=dict)
-    failed_on: dict[int, set[str]] = field(default_factory=dict)
-    durations: list[float] = field(default_factory=list)
-    speculated: set[int] = field(default_factory=set)
-    delay: DelayState = field(default_factory=DelayState)
-    zombie: bool = False
-    next_attempt: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass
-class Job:
-    job_id: int
-    final_stage: int
-    partitions: list[int]
-    finished: set[int] = field(default_factory=set)
-
-
-class JobScheduler:
+class JobScheduler(SlowStart):
     """All jobs, stages, task sets and executors of one driver."""
 
     def __init__(self, conf: SchedulerConf | None = None) -> None:
@@ -124,7 +70,12 @@ class JobScheduler:
         self._out = []
         handler = getattr(self, "_on_" + type(event).__name__)
         handler(event, now)
+        self._recheck_slow_starts(now)
         self._schedule(now)
+        # Preemption frees slots for maps: only non-early tasks take them now, so each
+        # round kills at least one early task and the loop ends.
+        while self._preempt(now):
+            self._schedule(now, early=False)
         out, self._out = self._out, []
         return out
 
@@ -260,14 +211,20 @@ class JobScheduler:
         return [p for p in self.stages[stage_id].spec.parents if not self.stage_available(p)]
 
     def _submit_stage(self, stage_id: int, now: float) -> None:
+        spec = self.stages[stage_id].spec
         if stage_id in self.task_sets and not self.task_sets[stage_id].zombie:
+            if spec.slow_start is not None:
+                # Its tasks may wait for a parent output lost since it started early.
+                for parent in self._missing_parents(stage_id):
+                    self._submit_stage(parent, now)
             return
         missing = self._missing_parents(stage_id)
         if missing:
             self.waiting.add(stage_id)
             for parent in missing:
                 self._submit_stage(parent, now)
-            return
+            if not self.slow_start_due(stage_id):
+                return
         self.waiting.discard(stage_id)
         parts = self.missing_partitions(stage_id)
         if not parts:
@@ -278,7 +235,8 @@ class JobScheduler:
         ts = TaskSet(stage_id, stage.attempts - 1, parts, list(parts))
         ts.delay.last_launch = now
         self.task_sets[stage_id] = ts
-        self._out.append(StageStarted(stage_id, ts.attempt, len(parts)))
+        done, total = self.parents_progress(stage_id) if spec.slow_start is not None else (0, 0)
+        self._out.append(StageStarted(stage_id, ts.attempt, len(parts), bool(missing), done, total))
 
     def _check_stage_done(self, stage_id: int, now: float) -> None:
         ts = self.task_sets.get(stage_id)
@@ -458,27 +416,36 @@ class JobScheduler:
         # Spread work: least loaded executors first.
         return sorted(free, key=lambda p: len(self.busy.get(p.executor, ())))
 
-    def _schedule(self, now: float) -> None:
+    def _schedule(self, now: float, early: bool = True) -> None:
+        """Offer free slots to task sets; ``early``: early task sets get them too."""
         if not self.task_sets:
             return
         waits = {Level.PROCESS_LOCAL: self.conf.locality_wait_s, Level.NODE_LOCAL: self.conf.locality_wait_s,
                  Level.NO_PREF: 0.0, Level.RACK_LOCAL: self.conf.locality_wait_s}
+        # Launching changes no map output: which stages are early holds for this pass.
+        early_ids = self.early_stages()
+        n_early = len(self._early_running(early_ids)) if early_ids else 0
         progress = True
         while progress:
             progress = False
             for place in self._free_executors():
-                for ts in self._ordered_task_sets():
+                for ts in self._ordered_task_sets(early_ids):
+                    is_early = ts.stage_id in early_ids
+                    if is_early and not (early and self._early_may_launch(place, n_early, early_ids)):
+                        break  # the rest are early too
                     if self._launch_one(ts, place, waits, now):
+                        n_early += is_early
                         progress = True
                         break
 
-    def _ordered_task_sets(self) -> list[TaskSet]:
+    def _ordered_task_sets(self, early: set[int]) -> list[TaskSet]:
+        """By job, then stage; early task sets last (maps before early reducers)."""
         def first_job(ts: TaskSet) -> int:
             jobs = self.stages[ts.stage_id].jobs
             return min(jobs) if jobs else 1 << 60
 
         live = [ts for ts in self.task_sets.values() if not ts.zombie]
-        return sorted(live, key=lambda ts: (first_job(ts), ts.stage_id))
+        return sorted(live, key=lambda ts: (ts.stage_id in early, first_job(ts), ts.stage_id))
 
     def _launch_one(self, ts: TaskSet, place: ExecutorPlace, waits: dict, now: float) -> bool:
         spec = self.stages[ts.stage_id].spec
@@ -487,13 +454,10 @@ class JobScheduler:
         if ts.pending:
             levels = valid_levels((prefs[p] if p < len(prefs) else [] for p in ts.pending), places)
             allowed = allowed_level(ts.delay, levels, waits, now)
-            others_alive = len(self.executors) > 1
             best: tuple[Level, int] | None = None
             for idx, p in enumerate(ts.pending):
-                if others_alive and place.executor in ts.failed_on.get(p, ()):
-                    # Retry elsewhere while there is anywhere else to go.
-                    if any(e not in ts.failed_on[p] for e in self.executors):
-                        continue
+                if self._shuns(ts, p, place.executor):
+                    continue
                 lv = level_of(prefs[p] if p < len(prefs) else [], place)
                 if lv <= allowed or lv == Level.NO_PREF:
                     if best is None or lv < best[0]:
@@ -540,8 +504,8 @@ class JobScheduler:
     def _find_speculatable(self, now: float) -> None:
         c = self.conf
         for ts in self.task_sets.values():
-            if ts.zombie or not ts.durations:
-                continue
+            if ts.zombie or not ts.durations or self.is_early(ts.stage_id):
+                continue  # an early task set's tasks wait for maps: none is a straggler
             if len(ts.done) < c.speculation_quantile * len(ts.partitions) or len(ts.done) == 0:
                 continue
             threshold = max(c.speculation_min_s, c.speculation_multiplier * statistics.median(ts.durations))

@@ -31,6 +31,11 @@ class StageSpec:
     shuffle_id: int | None = None  # set for a shuffle map stage
     prefs: list[list[Location]] = field(default_factory=list)
     name: str = ""
+    # Hadoop's reduce slow start (mapreduce.job.reduce.slowstart.completedmaps), for a
+    # stage whose parents are shuffle map stages: its tasks launch once this fraction
+    # of every parent's map outputs exists, and fetch while the other maps still run.
+    # None: they launch when all of them exist (Spark's behaviour).
+    slow_start: float | None = None
 
 
 # --- events ------------------------------------------------------------------------------
@@ -126,6 +131,10 @@ class StageStarted:
     stage_id: int
     attempt: int
     num_tasks: int
+    early: bool = False  # slow start: created before every parent output existed
+    # For a slow-start stage: its parents' map outputs available / total at the start.
+    parents_done: int = 0
+    parents_total: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ This module holds the on-disk format and the messages every side shares;
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import struct
@@ -109,3 +110,37 @@ def read_committed(data_path: str, index_path: str) -> tuple[list[int], list[int
     except (OSError, ValueError):
         return None
     return offsets, records
+
+
+COMMIT_LOCK = ".commit.lock"
+
+
+def commit_map_output(tmp_data: str, data_path: str, index_path: str, offsets: list[int],
+                      counts: list[int]) -> tuple[list[int], list[int]]:
+    """Publish one map attempt's data file (written at ``tmp_data``) and its index,
+    unless another attempt of the same map task committed first: then that one's
+    (offsets, counts) are returned and this attempt's file is dropped. Data is
+    renamed before the index, under the application's lock, so a reader trusting
+    an index always finds its data."""
+    app_dir = os.path.dirname(data_path)
+    tmp_index = index_path + os.path.basename(tmp_data)[len(os.path.basename(data_path)):]
+    try:
+        with open(tmp_index, "wb") as f:
+            f.write(encode_index(offsets, counts))
+        lock = os.open(os.path.join(app_dir, COMMIT_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            existing = read_committed(data_path, index_path)
+            if existing is not None and len(existing[0]) == len(offsets):
+                return existing
+            os.replace(tmp_data, data_path)
+            os.replace(tmp_index, index_path)
+            return offsets, counts
+        finally:
+            os.close(lock)
+    finally:
+        for path in (tmp_data, tmp_index):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

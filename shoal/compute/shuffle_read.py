@@ -161,7 +161,7 @@ def _fetch(local: list[Segment], remote: dict[tuple[str, int], list[Segment]], r
         if fetcher is not None:
             fetcher.start()
         for seg in local:
-            for payload in _read_local(seg, shuffle_id):
+            for payload in read_local_segment(seg, shuffle_id):
                 metrics.local_bytes += BATCH_HEADER.size + len(payload)
                 batch = _decode(payload, seg, shuffle_id, "local")
                 metrics.records_read += len(batch)
@@ -179,7 +179,7 @@ def _fetch(local: list[Segment], remote: dict[tuple[str, int], list[Segment]], r
             fetcher.cancel()
 
 
-def _read_local(seg: Segment, shuffle_id: int) -> Iterator[bytes]:
+def read_local_segment(seg: Segment, shuffle_id: int) -> Iterator[bytes]:
     """Compressed batch payloads of a segment of a file on this node."""
     def failed(why: str) -> FetchFailed:
         return FetchFailed(f"cannot read output of map {seg.map_index} of shuffle {shuffle_id} at {seg.path}: {why}",

@@ -18,7 +18,6 @@ every spill (copied file to file, no re-serialization) then its in-memory tail.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import tempfile
@@ -31,11 +30,10 @@ from shoal.compute.dependencies import ShuffleDependency
 from shoal.compute.external import CHECK_RECORDS, SPILL_HEADROOM, MemoryProbe, combine_into, record_sort_key
 from shoal.compute.partitioner import RangePartitioner
 from shoal.compute.serde import DEFAULT_BATCH_RECORDS, dumps_batch
-from shoal.compute.shuffle_format import MapStatus, ShuffleWriteMetrics, encode_index, read_committed, shuffle_paths
+from shoal.compute.shuffle_format import MapStatus, ShuffleWriteMetrics, commit_map_output, shuffle_paths
 
 WRITE_BUFFER_BYTES = 1024 * 1024
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
-COMMIT_LOCK = ".commit.lock"
 
 # One run's output: for each reduce partition, a lazy iterable of framed batches.
 Run = list[Iterable[bytes]]
@@ -300,35 +298,19 @@ class MapOutputWriter:
             self._spill_path = None
 
     def _commit(self, tail: Run, data_path: str, index_path: str) -> tuple[list[int], list[int]]:
-        """Write data then index under temporary names; rename both under the app's
-        lock unless another attempt committed first (then report that one)."""
-        app_dir = os.path.dirname(data_path)
-        os.makedirs(app_dir, exist_ok=True)
-        token = f".{os.getpid()}-{secrets.token_hex(6)}.tmp"
-        tmp_data, tmp_index = data_path + token, index_path + token
+        """Write the data under a temporary name, then commit it (first attempt wins)."""
+        os.makedirs(os.path.dirname(data_path), exist_ok=True)
+        tmp_data = data_path + f".{os.getpid()}-{secrets.token_hex(6)}.tmp"
         try:
             offsets = self._write_data(tail, tmp_data)
-            counts = list(self.records)
-            with open(tmp_index, "wb") as f:
-                f.write(encode_index(offsets, counts))
-            self._bytes_written = offsets[-1]
-            lock = os.open(os.path.join(app_dir, COMMIT_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except BaseException:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                existing = read_committed(data_path, index_path)
-                if existing is not None and len(existing[0]) == len(offsets):
-                    return existing
-                os.replace(tmp_data, data_path)
-                os.replace(tmp_index, index_path)  # last: a reader trusting the index finds the data
-                return offsets, counts
-            finally:
-                os.close(lock)
-        finally:
-            for path in (tmp_data, tmp_index):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                os.unlink(tmp_data)
+            except FileNotFoundError:
+                pass
+            raise
+        self._bytes_written = offsets[-1]
+        return commit_map_output(tmp_data, data_path, index_path, offsets, list(self.records))
 
     def _write_data(self, tail: Run, path: str) -> list[int]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)

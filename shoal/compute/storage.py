@@ -26,6 +26,8 @@ Lines (``read_split_lines``), as Hadoop's ``LineRecordReader``
     line; a UTF-8 byte-order mark at the start of a file is dropped (as Hadoop 2.8+).
     Unlike Hadoop, a lone ``\\r`` does not end a line. Compressed files are decompressed as
     one stream (concatenated gzip members included).
+    ``read_split_chunks`` gives the same lines undecoded, ``\\n``-ended, in large chunks
+    (the input of a Hadoop Streaming mapper).
 
 Writing (the output committer and partition writers) is in :mod:`shoal.compute.committer`.
 """
@@ -37,6 +39,7 @@ import gzip
 import io
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from itertools import chain
 from typing import IO, Any
 
@@ -190,14 +193,21 @@ class _Decompressed(io.RawIOBase):
             super().close()
 
 
-def _line_batches(read: Any, pos: int, end: int | None, skip_first: bool) -> Iterator[list[str]]:
-    """Lists of lines read through ``read(n)`` from absolute position ``pos``.
+def _line_segments(
+    read: Any, pos: int, end: int | None, skip_first: bool
+) -> Iterator[tuple[bytes | None, bytes | memoryview | None]]:
+    """The lines read through ``read(n)`` from absolute position ``pos``, as raw bytes:
+    one ``(head, body)`` pair per read chunk (the one boundary rule of this module).
+
+    ``head`` is the line that started in earlier chunks and ends in this one; ``body`` the
+    whole lines that start in this chunk; either may be ``None``. Both are ``\\n``-ended
+    lines with ``\\r\\n`` turned into ``\\n`` (only whole lines are looked at, so a
+    ``\\r\\n`` is never split); the last line of the stream gets a ``\\n`` (and loses one
+    trailing ``\\r``) if it has none. ``body`` may be a view of the chunk (not a copy).
 
     With ``skip_first``, everything up to and including the first ``\\n`` is dropped.
     With ``end``, lines starting after ``end`` are not read (the last line is the one
     holding the first ``\\n`` at or after ``end``); ``None`` reads to the end of the stream.
-    Bytes are cut at the last ``\\n`` of each chunk, so no UTF-8 sequence and no ``\\r\\n``
-    is ever split; a line crossing chunks is carried over as bytes.
     """
     carry: list[bytes] = []  # the start of a line crossing chunks (holds no '\n')
     tail = TAIL_CHUNK_BYTES
@@ -239,40 +249,33 @@ def _line_batches(read: Any, pos: int, end: int | None, skip_first: bool) -> Ite
             if off < n:
                 carry.append(data[off:] if off else data)
             continue
-        view = memoryview(data)
-        batch: list[str] = []
+        head: bytes | None = None
         if carry:
             nl = data.find(b"\n", off)
-            carry.append(data[off:nl])
+            carry.append(data[off : nl + 1])
             head = b"".join(carry)
             carry = []
-            if head.endswith(b"\r"):
-                head = head[:-1]
-            batch.append(str(head, "utf-8", "replace"))
+            if head.endswith(b"\r\n"):
+                head = head[:-2] + b"\n"
             off = nl + 1
+        body: bytes | memoryview | None = None
         if off <= last:
-            stop = last - 1 if last > off and data[last - 1] == 13 else last  # drop the '\r' of "\r\n"
-            text = str(view[off:stop], "utf-8", "replace")
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
-            if batch:
-                batch.extend(text.split("\n"))
+            if data.find(b"\r", off, last) >= 0:
+                body = data[off : last + 1].replace(b"\r\n", b"\n")
             else:
-                batch = text.split("\n")
-        yield batch
+                body = memoryview(data)[off : last + 1] if off or last + 1 < n else data
+        yield head, body
         if done:
             return
         if last + 1 < n:
             carry.append(data[last + 1 :])
     if carry:
         head = b"".join(carry)
-        if head.endswith(b"\r"):
-            head = head[:-1]
-        yield [str(head, "utf-8", "replace")]
+        yield (head[:-1] if head.endswith(b"\r") else head) + b"\n", None
 
 
-def read_split_line_batches(split: FileSplit) -> Iterator[list[str]]:
-    """The lines of a split (see the module docstring), in lists of one read chunk each."""
+def _split_segments(split: FileSplit) -> Iterator[tuple[bytes | None, bytes | memoryview | None]]:
+    """``_line_segments`` of a split's file, which is closed when the iteration ends."""
     codec = _codec(split.path)
     if codec is not None and split.start > 0:
         return
@@ -281,18 +284,59 @@ def read_split_line_batches(split: FileSplit) -> Iterator[list[str]]:
         if codec is not None:
             stream = _Decompressed(codec, f)
             f = stream
-            yield from _line_batches(stream.read, 0, None, False)
+            yield from _line_segments(stream.read, 0, None, False)
         else:
             if split.start:
                 f.seek(split.start)
-            yield from _line_batches(f.read, split.start, split.start + split.length, split.start > 0)
+            yield from _line_segments(f.read, split.start, split.start + split.length, split.start > 0)
     finally:
         f.close()
+
+
+def read_split_line_batches(split: FileSplit) -> Iterator[list[str]]:
+    """The lines of a split (see the module docstring), in lists of one read chunk each."""
+    with closing(_split_segments(split)) as segments:  # closes the file if the caller stops early
+        yield from _decoded_batches(segments)
+
+
+def _decoded_batches(segments: Iterator[tuple[bytes | None, bytes | memoryview | None]]) -> Iterator[list[str]]:
+    for head, body in segments:
+        batch: list[str] = []
+        if head is not None:
+            batch.append(str(memoryview(head)[:-1], "utf-8", "replace"))
+        if body is not None:
+            # '\n' is ASCII, never inside a UTF-8 sequence: decoding whole lines at once
+            # gives what decoding each line would
+            lines = str(memoryview(body)[:-1], "utf-8", "replace").split("\n")
+            if batch:
+                batch.extend(lines)
+            else:
+                batch = lines
+        yield batch
 
 
 def read_split_lines(split: FileSplit) -> Iterator[str]:
     """The lines of a split, with Hadoop ``LineRecordReader``'s boundary rule."""
     return chain.from_iterable(read_split_line_batches(split))
+
+
+def read_split_chunks(split: FileSplit) -> Iterator[bytes]:
+    """The lines of a split as raw bytes (what Hadoop Streaming pipes to a mapper).
+
+    Each chunk holds whole lines, about one read chunk of them, each ending with
+    ``\\n``: ``\\r\\n`` becomes ``\\n``, the file's last line gets a ``\\n`` if it has
+    none, a BOM at the start of the file is dropped, and nothing is decoded. So the
+    lines are those of ``read_split_lines`` (for UTF-8 input), encoded again.
+    """
+    with closing(_split_segments(split)) as segments:
+        for head, body in segments:
+            if body is None:
+                if head is not None:
+                    yield head
+            elif head is None:
+                yield body if isinstance(body, bytes) else body.tobytes()
+            else:
+                yield b"".join((head, body))
 
 
 def whole_text_files(

@@ -103,6 +103,7 @@ class TaskContext:
         self.cached: list[tuple[int, int]] = []
         self.read_metrics = ShuffleReadMetrics()
         self.local_properties: dict[str, str] = {}
+        self.status = ""  # set by the task (MapReduce's reporter:status), kept in its record
 
     # --- PySpark API -----------------------------------------------------------------------
     @classmethod
@@ -160,6 +161,16 @@ class TaskContext:
             secret=env.shuffle_secret or env.secret, work_dir=env.work_dir, memory_limit_bytes=env.memory_limit_bytes,
             metrics=self.read_metrics,
         )
+
+    def map_outputs(self, shuffle_id: int, known: int, wait_s: float) -> list:
+        """The current map statuses of a shuffle (None: not done yet), once more than
+        ``known`` exist or ``wait_s`` passed: how a slow-started reduce task follows
+        the maps still running."""
+        from shoal.compute.protocol import MAP_OUTPUTS, MapOutputsRequest
+
+        assert self.env.driver is not None
+        reply = self.env.driver.call(MAP_OUTPUTS, MapOutputsRequest(shuffle_id, known, wait_s), timeout_s=wait_s + 30.0)
+        return reply.statuses
 
     def fetch_data(self, kind: str, ident: int, index: int = 0) -> bytes:
         from shoal.compute.protocol import FETCH, FetchData

@@ -28,6 +28,7 @@ PURE = [
     "compute/scheduler.py",
     "compute/scheduler_events.py",
     "compute/locality.py",
+    "mapreduce/keys.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "time", "os", "pickle", "threading", "subprocess"}
 

@@ -2,7 +2,9 @@
 
 A small simulated cluster (``Sim``) feeds the scheduler events, applies its effects
 (a LaunchTask takes a slot, a KillTask frees it, tasks finish when the test says) and
-checks invariants after every event. Scripted scenarios cover each behaviour; a
+checks invariants after every event (an early reduce task of a slow-start stage
+waits for all its map outputs before its plan runs). Scripted scenarios cover each
+behaviour; a
 hypothesis-driven random schedule (failures, fetch failures, lost executors and
 nodes, cancellations, stragglers, several jobs sharing map stages) checks that the
 invariants hold and that every job ends exactly once with the outcome the failure
@@ -55,6 +57,10 @@ class Running:
     host: str
     start: float
     snapshot: dict[int, list[Any]]  # shuffle id -> map statuses the task was given
+    # False: an early reduce task (slow start) still waiting for map outputs. It ends
+    # its plan's duration after they all exist, reading the statuses of that moment
+    # (a real one polls the driver for them).
+    ready: bool = True
 
 
 @dataclass
@@ -103,6 +109,7 @@ class Sim:
         self.map_completed: Counter[tuple[int, int]] = Counter()
         self.latest_attempt: dict[int, int] = {}
         self.stage_started: list[StageStarted] = []
+        self.early_launched: set[int] = set()  # tasks launched before their map outputs all existed
         self.stage_ended: dict[tuple[int, int], StageEnded] = {}
         # The failure oracle: what the scheduler must do with the failures we report.
         self.task_failures: Counter[tuple[int, int, int]] = Counter()  # (stage, attempt, partition)
@@ -139,6 +146,19 @@ class Sim:
     def parent_shuffles(self, stage_id: int) -> list[int]:
         return [self.specs[p].shuffle_id for p in self.specs[stage_id].parents]  # type: ignore[misc]
 
+    def inputs_complete(self, stage_id: int) -> bool:
+        return all(o is not None for s in self.parent_shuffles(stage_id) for o in self.sched.map_outputs[s])
+
+    def is_early(self, stage_id: int) -> bool:
+        """A slow-start stage while a parent output is missing."""
+        return self.specs[stage_id].slow_start is not None and not self.inputs_complete(stage_id)
+
+    def total_slots(self) -> int:
+        return sum(self.slots.values())
+
+    def early_running(self) -> list[int]:
+        return sorted(t for t, r in self.running.items() if self.is_early(r.launch.stage_id))
+
     def running_on(self, executor: str) -> list[int]:
         return [t for t, r in self.running.items() if r.launch.executor == executor]
 
@@ -155,6 +175,7 @@ class Sim:
         try:
             for eff in effects:
                 self._apply(event, eff)
+            self._wake_early_tasks()
             self._check(event, effects, before)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- the last events ---\n{self.history(40)}") from None
@@ -212,7 +233,9 @@ class Sim:
 
     def finish(self, task_id: int, outcome: str = "ok", **kw: Any) -> list[Any]:
         """Deliver a running task's end: ok, fail (a user error), or fetch (a fetch failure)."""
-        run = self.running.pop(task_id)
+        run = self.running[task_id]
+        assert run.ready or outcome != "ok", f"task {task_id} finished before all its map outputs existed"
+        del self.running[task_id]
         self.plans.pop(task_id, None)
         if outcome == "ok":
             lost = self._lost_input(run)
@@ -352,9 +375,7 @@ class Sim:
             assert eff.stage_id in self.needed_stages()
             self.latest_attempt[eff.stage_id] = eff.attempt
             self.attempt_started_at[eff.stage_id] = len(self.log)
-            for shuffle_id in self.parent_shuffles(eff.stage_id):
-                assert all(o is not None for o in self.sched.map_outputs[shuffle_id]), \
-                    f"{eff} started before shuffle {shuffle_id} was complete"
+            self._check_stage_start(eff)
             self.stage_started.append(eff)
             assert eff.num_tasks > 0
         elif isinstance(eff, StageEnded):
@@ -392,12 +413,13 @@ class Sim:
         prefs = spec.prefs[eff.partition] if eff.partition < len(spec.prefs) else []
         assert eff.locality == level_of(prefs, place)
         snapshot = {}
+        early = self.is_early(eff.stage_id)
         for shuffle_id in self.parent_shuffles(eff.stage_id):
             outs = list(self.sched.map_outputs[shuffle_id])
             # A stage attempt starts with all its inputs; one of them may be lost while
             # it runs (a node died, another stage failed to fetch it): then its tasks,
-            # like Spark's, launch and fail to fetch.
-            if any(o is None for o in outs):
+            # like Spark's, launch and fail to fetch. An early task waits for them.
+            if any(o is None for o in outs) and not early:
                 assert self.unregistered_at.get(shuffle_id, -1) >= self.attempt_started_at[eff.stage_id], \
                     f"{eff} launched before shuffle {shuffle_id} was complete"
             snapshot[shuffle_id] = outs
@@ -414,9 +436,36 @@ class Sim:
                 assert set(self.execs) <= failed, f"retry on {eff.executor} where it failed, others alive: {eff}"
         self.launches[eff.task_id] = eff
         self.launch_log.append((self.now, eff))
-        self.running[eff.task_id] = Running(eff, place.host, self.now, snapshot)
+        self.running[eff.task_id] = Running(eff, place.host, self.now, snapshot, ready=not early)
+        if early:
+            self.early_launched.add(eff.task_id)
         plan = self.decide(self, eff)
-        self.plans[eff.task_id] = (self.now + plan.duration, plan)
+        self.plans[eff.task_id] = (self.now + plan.duration if not early else float("inf"), plan)
+
+    def _check_stage_start(self, eff: StageStarted) -> None:
+        spec = self.specs[eff.stage_id]
+        outs = [self.sched.map_outputs[s] for s in self.parent_shuffles(eff.stage_id)]
+        assert eff.early == self.is_early(eff.stage_id), eff
+        if spec.slow_start is None:
+            assert (eff.parents_done, eff.parents_total) == (0, 0)
+        else:
+            assert eff.parents_done == sum(o is not None for out in outs for o in out), eff
+            assert eff.parents_total == sum(len(out) for out in outs), eff
+        if eff.early:
+            # Hadoop's threshold: that fraction of every parent's maps has finished.
+            for out in outs:
+                assert sum(o is not None for o in out) / len(out) >= spec.slow_start, eff  # type: ignore[operator]
+        else:
+            assert self.inputs_complete(eff.stage_id), f"{eff} started before its shuffles were complete"
+
+    def _wake_early_tasks(self) -> None:
+        """An early task whose map outputs now all exist polls their statuses and runs."""
+        for tid, run in sorted(self.running.items()):
+            if not run.ready and self.inputs_complete(run.launch.stage_id):
+                run.ready = True
+                run.snapshot = {s: list(self.sched.map_outputs[s]) for s in self.parent_shuffles(run.launch.stage_id)}
+                plan = self.plans[tid][1]
+                self.plans[tid] = (self.now + plan.duration, plan)
 
     # --- invariants after every event ----------------------------------------------------
     def _check(self, event: Any, effects: list[Any], before: dict[int, list[Any]]) -> None:
@@ -426,6 +475,7 @@ class Sim:
             assert len(self.running_on(ex)) <= slots
         for run in self.running.values():
             assert run.launch.executor in self.execs
+        self._check_slow_start(event)
         # Every running attempt works for a job that still wants it.
         needed = self.needed_stages()
         for run in self.running.values():
@@ -467,6 +517,18 @@ class Sim:
         for sid, frag in self.expected_aborts:
             assert not any(sid in self.ancestors(self.jobs[j].final_stage) for j in self.active), \
                 f"stage {sid} should have failed its jobs ({frag}) on {event}"
+
+    def _check_slow_start(self, event: Any) -> None:
+        early = self.early_running()
+        if not early:
+            return
+        assert len(early) <= self.total_slots() - 1, f"{len(early)} early tasks hold {self.total_slots()} slots"
+        free = self.total_slots() - len(self.running)
+        for sid in {self.running[t].launch.stage_id for t in early}:
+            for parent in self.specs[sid].parents:
+                ts = self.sched.task_sets.get(parent)
+                if ts is not None and not ts.zombie and ts.pending and not self.is_early(parent):
+                    assert free > 0, f"early tasks of stage {sid} hold the slots map stage {parent} needs"
 
     def _host_of_lost(self, event: ExecutorLost) -> str:
         for _, ev, _ in reversed(self.log):
@@ -1207,9 +1269,8 @@ def job_stages(world: World, final: int) -> list[StageSpec]:
     return out[::-1]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(worlds(), st.randoms(use_true_random=False))
-def test_random_schedules_keep_the_invariants_and_end_every_job_once(world: World, rng: random.Random) -> None:
+def run_world(world: World, rng: random.Random) -> Sim:
+    """Play a random world to its end; check every job ended once, as predicted."""
     budget = [world.failures]  # injected failures left: then tasks only fail for lost inputs
 
     def decide(sim: Sim, launch: LaunchTask) -> Plan:
@@ -1275,6 +1336,13 @@ def test_random_schedules_keep_the_invariants_and_end_every_job_once(world: Worl
     assert not sim.running and not sim.sched.running_tasks()
     assert not sim.sched.task_sets and not sim.sched.waiting and not sim.sched.jobs
     assert all(not b for b in sim.sched.busy.values())
+    return sim
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds(), st.randoms(use_true_random=False))
+def test_random_schedules_keep_the_invariants_and_end_every_job_once(world: World, rng: random.Random) -> None:
+    sim = run_world(world, rng)
     evs = [ev for _, ev, _ in sim.log]
     event(f"jobs failed: {sum(1 for e in sim.ended.values() if e.failure and 'cancelled' not in e.failure)}")
     event(f"fetch failures: {min(3, sum(1 for e in evs if isinstance(e, TaskFailed) and e.fetch_failed))}")
