@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/dfs_io.py
 	$(BIN)/python bench/compute.py
+	$(BIN)/python bench/mapreduce.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

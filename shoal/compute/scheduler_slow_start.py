@@ -12,10 +12,11 @@ the driver for new ones) and reduce once all exist.
   and never take the last free slot that a pending task of a non-early ancestor (a
   *hungry* map stage) could use.
 - Reducer preemption (Hadoop's RMContainerAllocator): while a hungry map stage has no
-  free slot it could use, the newest early task on an executor it could use is killed
-  ("preempted"); the newest are killed too while early tasks hold more than all slots
-  but one (an executor was lost). A preempted task is no failure: its partition is
-  pending again.
+  free slot it could use, the newest early task is killed ("preempted"): the newest
+  on an executor the map could use (a retry shuns where it failed), else, when no
+  slot is free at all, the newest. The newest are killed too while early tasks hold
+  more than all slots but one (an executor was lost). A preempted task is no
+  failure: its partition is pending again.
 """
 
 from __future__ import annotations
@@ -133,12 +134,16 @@ class SlowStart:
             self._preempt_task(running.pop(), "preempted: early reduce tasks hold all slots but one at most", now)
             killed = True
         for ts in self._hungry(early):
-            while not self._slot_for(ts, None):
-                victims = [a for a in running if any(not self._shuns(ts, p, a.executor) for p in ts.pending)]
-                if not victims:
+            while running and not self._slot_for(ts, None):
+                useful = [a for a in running if any(not self._shuns(ts, p, a.executor) for p in ts.pending)]
+                if useful:
+                    victim = useful[-1]
+                elif not any(n > len(self.busy.get(ex, ())) for ex, n in self.slots.items()):
+                    victim = running[-1]
+                else:
                     break
-                running.remove(victims[-1])
-                self._preempt_task(victims[-1], f"preempted: map tasks of stage {ts.stage_id} need a slot", now)
+                running.remove(victim)
+                self._preempt_task(victim, f"preempted: map tasks of stage {ts.stage_id} need a slot", now)
                 killed = True
         return killed
 

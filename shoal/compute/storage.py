@@ -300,6 +300,7 @@ def read_split_line_batches(split: FileSplit) -> Iterator[list[str]]:
 
 
 def _decoded_batches(segments: Iterator[tuple[bytes | None, bytes | memoryview | None]]) -> Iterator[list[str]]:
+    """The lines of each ``(head, body)`` segment as one list of str (UTF-8, replaced)."""
     for head, body in segments:
         batch: list[str] = []
         if head is not None:

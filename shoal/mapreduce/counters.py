@@ -4,6 +4,7 @@ report printed when a job ends."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, TextIO
 
@@ -63,14 +64,17 @@ class Counters:
     """Counts by (group, name). Adding is commutative, so per-task counters merge in
     any order on the driver."""
 
-    __slots__ = ("values",)
+    __slots__ = ("values", "_lock")
 
     def __init__(self, values: dict[tuple[str, str], int] | None = None) -> None:
         self.values: dict[tuple[str, str], int] = dict(values or {})
+        # A streaming task counts from three threads (stdin writer, stderr reader, main).
+        self._lock = threading.Lock()
 
     def incr(self, group: str, name: str, amount: int = 1) -> None:
         key = (group, name)
-        self.values[key] = self.values.get(key, 0) + amount
+        with self._lock:
+            self.values[key] = self.values.get(key, 0) + amount
 
     def get(self, group: str, name: str) -> int:
         return self.values.get((group, name), 0)
@@ -83,8 +87,9 @@ class Counters:
         return sum(found)
 
     def add_all(self, other: Counters) -> Counters:
-        for key, v in other.values.items():
-            self.values[key] = self.values.get(key, 0) + v
+        with self._lock:
+            for key, v in other.values.items():
+                self.values[key] = self.values.get(key, 0) + v
         return self
 
     def groups(self) -> Iterator[tuple[str, list[tuple[str, int]]]]:

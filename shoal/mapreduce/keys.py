@@ -82,11 +82,14 @@ _TERM = b"\x00\x00"
 _ZERO_INT = bytes((_ZERO, _T_INT))
 
 
+_SHORT_LEN = [bytes((n,)) for n in range(255)]
+
+
 def _len_header(n: int) -> bytes:
     """An order-preserving, prefix-free encoding of a length: one byte below 255,
     else 0xFF and eight big-endian bytes (longer than any Python object can be)."""
     if n < 255:
-        return bytes((n,))
+        return _SHORT_LEN[n]
     return b"\xff" + n.to_bytes(8, "big")
 
 
@@ -126,14 +129,17 @@ def _float_value(x: float) -> bytes:
         return _B_POS_INF
     if x == -math.inf:
         return _B_NEG_INF
-    num, den = abs(x).as_integer_ratio()  # den is a power of two
-    if den == 1:
-        mag = _int_mag(num) + b"\x00"
+    ax = -x if x < 0 else x
+    n = int(ax)
+    frac = ax - n  # exact: the fraction's bits are a subset of ax's
+    if frac:
+        num, den = frac.as_integer_ratio()  # den is a power of two, num odd
+        bits = den.bit_length() - 1
+        size = (bits + 7) >> 3
+        # Left-align the bits in whole bytes; the last byte keeps num's low bit.
+        mag = _int_mag(n) + b"\x01" + _escape((num << (8 * size - bits)).to_bytes(size, "big"))
     else:
-        n, r = divmod(num, den)  # r is odd: the fraction's last bit is set
-        size = (den.bit_length() + 6) >> 3  # bytes holding the fraction's bits
-        r <<= 8 * size - (den.bit_length() - 1)  # align; the last byte stays nonzero
-        mag = _int_mag(n) + b"\x01" + _escape(r.to_bytes(size, "big"))
+        mag = _int_mag(n) + b"\x00"
     if x < 0:
         return _B_NEG + mag.translate(_FLIP)
     return _B_POS + mag
@@ -235,23 +241,27 @@ def sortable(key: object) -> bytes:
 class _Num:
     """A decoded number awaiting its type byte from the trailer."""
 
-    __slots__ = ("tag", "n", "frac", "bits")
+    __slots__ = ("tag", "n", "frac", "bits", "value")
 
     def __init__(self, tag: int, n: int = 0, frac: int = 0, bits: int = 0) -> None:
         self.tag, self.n, self.frac, self.bits = tag, n, frac, bits
+        self.value: object = None
 
 
-def _read_escaped(data: bytes, pos: int) -> tuple[bytes, int]:
-    """Undo _escape: return the raw bytes and the position after the terminator."""
+def _read_escaped(data: bytes, pos: int, flip: int = 0) -> tuple[bytes, int]:
+    """Undo _escape (of complemented bytes when flip is 0xFF): return the raw
+    bytes and the position after the terminator."""
+    zero = bytes((flip,))  # what 0x00 looks like here
     chunks = []
     while True:
-        end = data.find(b"\x00", pos)
+        end = data.find(zero, pos)
         if end < 0 or end + 1 >= len(data):
-            raise ValueError("not a sortable() encoding: unterminated string or bytes")
+            raise ValueError("not a sortable() encoding: unterminated string, bytes or fraction")
         chunks.append(data[pos:end])
-        follow = data[end + 1]
+        follow = data[end + 1] ^ flip
         if follow == 0:
-            return b"\x00".join(chunks), end + 2
+            raw = zero.join(chunks)
+            return (raw.translate(_FLIP) if flip else raw), end + 2
         if follow != 0xFF:
             raise ValueError("not a sortable() encoding: bad escape")
         pos = end + 2
@@ -270,43 +280,43 @@ def _read_mag(data: bytes, pos: int, flip: int) -> tuple[_Num, int]:
         raise IndexError(pos)
     n = int.from_bytes(raw.translate(_FLIP) if flip else raw, "big")
     pos += length
+    flag = data[pos] ^ flip
+    pos += 1
     frac = bits = 0
-    while True:
-        group = data[pos] ^ flip
-        pos += 1
-        if group == 0:
-            break
-        if group < 0x80:
-            raise ValueError("not a sortable() encoding: bad fraction")
-        frac = (frac << 7) | (group & 0x7F)
-        bits += 7
+    if flag == 1:
+        raw, pos = _read_escaped(data, pos, flip)
+        frac, bits = int.from_bytes(raw, "big"), 8 * len(raw)
+    elif flag != 0:
+        raise ValueError("not a sortable() encoding: bad fraction")
     return _Num(_NEG if flip else _POS, n, frac, bits), pos
 
 
-def _decode(data: bytes, pos: int) -> tuple[object, int]:
-    """Decode one value part at pos; numbers come back as _Num placeholders."""
+def _decode(data: bytes, pos: int, nums: list[_Num]) -> tuple[object, int]:
+    """Decode one value part at pos. Numbers come back as _Num placeholders,
+    also appended to nums in encoding order (the trailer's order)."""
     tag = data[pos]
     pos += 1
     if tag == _STR:
         raw, pos = _read_escaped(data, pos)
         return raw.decode("utf-8", "surrogatepass"), pos
-    if tag == _POS:
-        return _read_mag(data, pos, 0)
-    if tag == _NEG:
-        return _read_mag(data, pos, 0xFF)
     if tag == _TUPLE:
         items = []
         while data[pos] != _END:
-            item, pos = _decode(data, pos)
+            item, pos = _decode(data, pos, nums)
             items.append(item)
         return tuple(items), pos + 1
-    if tag in (_ZERO, _POS_INF, _NEG_INF, _NAN):
-        return _Num(tag), pos
-    if tag == _NONE:
+    if tag == _POS or tag == _NEG:
+        num, pos = _read_mag(data, pos, 0 if tag == _POS else 0xFF)
+    elif tag in (_ZERO, _POS_INF, _NEG_INF, _NAN):
+        num = _Num(tag)
+    elif tag == _NONE:
         return None, pos
-    if tag == _BYTES:
+    elif tag == _BYTES:
         return _read_escaped(data, pos)
-    raise ValueError(f"not a sortable() encoding: unknown tag 0x{tag:02x}")
+    else:
+        raise ValueError(f"not a sortable() encoding: unknown tag 0x{tag:02x}")
+    nums.append(num)
+    return num, pos
 
 
 def _number(num: _Num, kind: int) -> object:
@@ -329,22 +339,13 @@ def _number(num: _Num, kind: int) -> object:
     raise ValueError(f"not a sortable() encoding: bad number type byte 0x{kind:02x}")
 
 
-def _resolve(value: object, kinds: list[int]) -> object:
-    """Replace _Num placeholders, in encoding order, using the trailer's kinds
-    (consumed from the end of the reversed list)."""
+def _resolve(value: object) -> object:
+    """Replace the _Num placeholders in value by their built numbers."""
     if type(value) is _Num:
-        return _number(value, kinds.pop())
+        return value.value
     if type(value) is tuple:
-        return tuple(_resolve(item, kinds) for item in value)
+        return tuple([_resolve(item) for item in value])
     return value
-
-
-def _count_numbers(value: object) -> int:
-    if type(value) is _Num:
-        return 1
-    if type(value) is tuple:
-        return sum(_count_numbers(item) for item in value)
-    return 0
 
 
 def from_sortable(data: bytes) -> object:
@@ -352,18 +353,26 @@ def from_sortable(data: bytes) -> object:
 
     Raises ValueError if data is not such an encoding."""
     data = bytes(data)
+    # Fast paths for what sortable()'s own fast paths produce.
+    if data[:1] == _B_STR and data.endswith(_TERM) and data.find(b"\x00") == len(data) - 2:
+        return data[1:-2].decode("utf-8", "surrogatepass")
+    if data[:1] == _B_POS and data.endswith(b"\x00i") and len(data) == data[1] + 4 and data[1] < 255:
+        return int.from_bytes(data[2:-2], "big")
+    nums: list[_Num] = []
     try:
-        value, pos = _decode(data, 0)
+        value, pos = _decode(data, 0, nums)
     except IndexError:
         raise ValueError("not a sortable() encoding: truncated") from None
     except RecursionError:
         raise ValueError("not a sortable() encoding: nested too deeply") from None
     trailer = data[pos:]
-    if len(trailer) != _count_numbers(value):
+    if len(trailer) != len(nums):
         raise ValueError("not a sortable() encoding: bad length")
-    if not trailer:
+    if not nums:
         return value
-    return _resolve(value, list(reversed(trailer)))
+    for num, kind in zip(nums, trailer):
+        num.value = _number(num, kind)
+    return _resolve(value)
 
 
 # ---------------------------------------------------------------------------
@@ -376,8 +385,8 @@ class KeyFieldSpec:
 
     Fields and characters are 1-based. ``end_field == 0`` means the range runs to
     the end of the key (no POS2); ``end_char == 0`` means the end of end_field.
-    A start character past its field's end runs on into the next fields, as in
-    GNU sort and Hadoop.
+    Characters are bytes, as in Hadoop. A start character past its field's end
+    runs on into the next fields, as in GNU sort and Hadoop.
     """
 
     start_field: int
@@ -476,6 +485,11 @@ def _numeric_piece(text: bytes) -> bytes:
     """A prefix-free encoding of text's leading number ordering by exact value:
     sign class, count of integer digits, the digits, then 0x00 (below any digit),
     with fraction digits stripped of trailing zeros so equal values encode equal."""
+    if text.isdigit():  # the common case: a plain non-negative integer
+        whole = text.lstrip(b"0")
+        if not whole:
+            return _NUM_ZERO
+        return _NUM_POS + _len_header(len(whole)) + whole + b"\x00"
     sign, whole, frac = _NUMBER.match(text).groups()  # type: ignore[union-attr]
     whole = whole.lstrip(b"0")
     frac = frac.rstrip(b"0") if frac else b""
@@ -503,21 +517,20 @@ class KeyFieldHelper:
         self.specs = list(specs)
         # Split at most this many times: enough to locate every field a spec names.
         self._splits = max((max(s.start_field, s.end_field) for s in self.specs), default=0)
-        # Precompiled per spec: (start field index, start char offset, end field
-        # (0 = key end), end char (0 = field end), whole-field fast path, numeric, reverse).
-        self._compiled = [
+        # Precompiled per spec: (start field index, start byte offset, end field
+        # (0 = key end), end char (0 = field end), whether it is one whole field).
+        self._ranges_of = [
             (
                 s.start_field - 1,
                 s.start_char - 1,
                 s.end_field,
                 s.end_char,
                 s.start_char == 1 and s.end_field == s.start_field and s.end_char == 0,
-                s.numeric,
-                s.reverse,
             )
             for s in self.specs
         ]
-        self._needs_offsets = not all(c[4] for c in self._compiled)
+        self._orders = [(s.numeric, s.reverse) for s in self.specs]
+        self._needs_offsets = not all(r[4] for r in self._ranges_of)
 
     def _ranges(self, key: bytes) -> list[bytes]:
         """The byte range each spec selects (empty past the key's end)."""
@@ -529,7 +542,7 @@ class KeyFieldHelper:
             starts = [0, *accumulate(len(p) + step for p in parts[:-1])]
         size = len(key)
         ranges = []
-        for first, char, last, end_char, whole, _, _ in self._compiled:
+        for first, char, last, end_char, whole in self._ranges_of:
             if first >= count:
                 ranges.append(b"")
             elif whole:
@@ -560,7 +573,7 @@ class KeyFieldHelper:
         if not self.specs:
             return key
         pieces = []
-        for text, spec in zip(self._ranges(key), self._compiled):
-            piece = _numeric_piece(text) if spec[5] else _escape(text)
-            pieces.append(piece.translate(_FLIP) if spec[6] else piece)
+        for text, (numeric, reverse) in zip(self._ranges(key), self._orders):
+            piece = _numeric_piece(text) if numeric else _escape(text)
+            pieces.append(piece.translate(_FLIP) if reverse else piece)
         return b"".join(pieces)

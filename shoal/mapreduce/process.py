@@ -81,20 +81,21 @@ def _split(command: str) -> list[str]:
 
 
 def _find_program(name: str, cwd: str, env: dict[str, str]) -> str | None:
-    """The path to execute for ``argv[0]``: on the command's PATH, else in ``cwd`` (where
-    Hadoop ships ``-file`` scripts); a name holding a '/' is taken relative to ``cwd``."""
-    if "/" in name:
-        path = os.path.join(cwd, name)
-        return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    found = shutil.which(name, path=env.get("PATH", os.defpath))
-    if found is not None:
-        return found
-    local = os.path.join(os.path.abspath(cwd), name)
-    return local if os.path.isfile(local) and os.access(local, os.X_OK) else None
+    """The absolute path to execute for ``argv[0]``: on the command's PATH, else in ``cwd``
+    (where Hadoop ships ``-file`` scripts); a name holding a '/' is relative to ``cwd``.
+    Absolute, because the child resolves a relative one after changing to ``cwd``."""
+    if "/" not in name:
+        found = shutil.which(name, path=env.get("PATH", os.defpath))
+        if found is not None:
+            return os.path.abspath(found)
+    path = os.path.join(os.path.abspath(cwd), name)
+    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
 
 
 def _kill_group(pgid: int) -> None:
     """SIGKILL a process group. Callers hold its leader unreaped, so the id is not reused."""
+    if pgid <= 0:
+        raise ValueError(f"not a process group id: {pgid}")  # killpg(0) would kill our own group
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -111,8 +112,9 @@ def _signal_name(number: int) -> str:
 class _Run:
     """The state of one run shared by the calling thread, the writer and the stderr thread."""
 
-    def __init__(self, role: str, command: str, on_counter: Callable[[str, str, int], None] | None,
+    def __init__(self, pid: int, role: str, command: str, on_counter: Callable[[str, str, int], None] | None,
                  on_status: Callable[[str], None] | None, log: IO[bytes] | None) -> None:
+        self.pid = pid  # also the command's process group id (it leads its own session)
         self.role, self.command = role, command
         self.on_counter, self.on_status, self.log = on_counter, on_status, log
         self.input_bytes = 0
@@ -123,7 +125,6 @@ class _Run:
         self.counters: dict[tuple[str, str], int] = {}
         self.status = ""
         self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.pid = 0
 
     def fail(self, exc: BaseException) -> None:
         """Remember the first failure of a helper thread and kill the command, which
@@ -198,19 +199,23 @@ class _Run:
 
     def stderr_tail(self) -> str:
         """The last stderr lines, at most STDERR_TAIL_LINES lines and STDERR_TAIL_CHARS chars."""
-        lines = list(self.tail)
-        while lines and sum(len(line) + 1 for line in lines) > STDERR_TAIL_CHARS:
+        lines = list(self.tail)  # each line is at most STDERR_TAIL_CHARS long
+        while len(lines) > 1 and sum(len(line) + 1 for line in lines) - 1 > STDERR_TAIL_CHARS:
             lines.pop(0)
         return "\n".join(lines)
 
     # --- the calling thread ----------------------------------------------------------------
     def pump(self, out_fd: int, pidfd: int | None, on_output: Callable[[bytes], None]) -> None:
-        """Pass stdout to ``on_output`` until it is at EOF and the command has exited."""
+        """Pass stdout to ``on_output`` until it is at EOF and the command has exited.
+
+        The exit is seen on ``pidfd`` (readable once the command exits); without one (not
+        Linux 5.3+) it is checked at each wake-up, at least every KILL_CHECK_S.
+        """
         poller = select.poll()
         poller.register(out_fd, select.POLLIN)
         if pidfd is not None:
             poller.register(pidfd, select.POLLIN)
-        stdout_open, running = True, pidfd is not None
+        stdout_open = running = True
         while stdout_open or running:
             for fd, _ in poller.poll(KILL_CHECK_S * 1000):
                 if fd == out_fd:
@@ -222,14 +227,18 @@ class _Run:
                         stdout_open = False
                         poller.unregister(out_fd)
                 else:
-                    # The command exited (a zombie until reaped, so its group id is still
-                    # ours): kill what it left running, as YARN does at the end of a task.
-                    # Its output already in the pipe is still read to EOF.
                     running = False
                     poller.unregister(fd)
-                    _kill_group(self.pid)
-        if pidfd is None:  # no pidfd (not Linux 5.3+): wait for the exit without reaping
-            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+                    self._exited()
+            if running and pidfd is None and os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                running = False
+                self._exited()
+
+    def _exited(self) -> None:
+        """The command exited. It is a zombie until reaped, so its group id is still ours:
+        kill what it left running (as YARN kills a container's process tree at the end of a
+        task), which also closes the pipes they held. Output already in the pipe is still read."""
+        _kill_group(self.pid)
 
 
 def _join(thread: threading.Thread | None) -> BaseException | None:
@@ -287,6 +296,7 @@ def run_streaming_command(
         raise StreamingCommandFailed(f"{role} command not found: {argv[0]!r}")
     log = open(stderr_log, "ab") if stderr_log else None
     fds: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
     try:
         in_r, in_w = os.pipe()  # close-on-exec: no other child inherits them
         fds += [in_r, in_w]
@@ -301,23 +311,28 @@ def run_streaming_command(
                 argv, executable=program, stdin=in_r, stdout=out_w, stderr=err_w, cwd=cwd, env=env,
                 close_fds=True, start_new_session=True)
         except OSError as e:
-            hint = ": is the interpreter on its '#!' line installed?" if e.errno == errno.ENOENT else ""
-            raise StreamingCommandFailed(
-                f"{role} command could not be started: {command!r} ({e.strerror or e}{hint})") from None
+            detail = e.strerror or str(e)
+            if e.filename not in (None, program):
+                detail += f": {e.filename}"  # e.g. the working directory
+            elif e.errno == errno.ENOENT:
+                detail += ": is the interpreter on its '#!' line installed?"
+            raise StreamingCommandFailed(f"{role} command could not be started: {command!r} ({detail})") from None
         for fd in (in_r, out_w, err_w):  # the child's ends: EOF comes when the command's close
             fds.remove(fd)
             os.close(fd)
-        run = _Run(role, command, on_counter, on_status, log)
-        run.pid = proc.pid
+        run = _Run(proc.pid, role, command, on_counter, on_status, log)
         return _supervise(run, proc, chunks, on_output, in_w, out_r, err_r, fds, started)
     finally:
+        if proc is not None and proc.returncode is None:  # interrupted before _supervise took it
+            _kill_group(proc.pid)
+            proc.wait()
         for fd in fds:
             os.close(fd)
         if log is not None:
             log.close()
 
 
-def _supervise(run: _Run, proc: subprocess.Popen, chunks: Iterable[bytes | memoryview],
+def _supervise(run: _Run, proc: subprocess.Popen[bytes], chunks: Iterable[bytes | memoryview],
                on_output: Callable[[bytes], None], in_w: int, out_r: int, err_r: int,
                fds: list[int], started: float) -> ProcessStats:
     """Move the bytes until the command is done, reap it, and judge how it ended.

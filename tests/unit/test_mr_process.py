@@ -7,6 +7,7 @@ from __future__ import annotations
 import array
 import ctypes
 import os
+import select
 import sys
 import threading
 import time
@@ -16,11 +17,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from shoal.compute.executor import TaskKilled
 from shoal.errors import StreamingCommandFailed
 from shoal.mapreduce.process import ProcessStats, run_streaming_command, split_command
 
 MiB = 1024 * 1024
 PY = sys.executable
+PIDFD_OPEN = os.pidfd_open  # kept: one test hides os.pidfd_open from the code under test
 
 
 def open_fds() -> set[str]:
@@ -56,12 +59,16 @@ def fails(command: str, data: bytes | Iterable[bytes] = b"", **kw: object) -> st
 
 
 def is_gone(pid: int) -> bool:
-    """The process is reaped, or a zombie left to init (it has exited either way)."""
+    """The process has exited (reaped, or a zombie left to init), waiting for a SIGKILL
+    sent to it to take effect: a killed process closes its pipes just before it exits."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        fd = PIDFD_OPEN(pid)
+    except ProcessLookupError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    try:
+        return bool(select.select([fd], [], [], 10)[0])  # readable once it exited
+    finally:
+        os.close(fd)
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -110,13 +117,16 @@ def test_the_command_leads_its_own_session() -> None:
     assert out == b"True\n"
 
 
-def test_program_is_looked_up_on_path_then_in_cwd(tmp_path: Path) -> None:
+def test_program_is_looked_up_on_path_then_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "wc_map.py"
     script.write_text(f"#!{PY}\nimport sys\nfor line in sys.stdin: print(len(line.split()))\n")
     script.chmod(0o755)
     assert run("wc_map.py", b"a b\nc\n", cwd=str(tmp_path))[0] == b"2\n1\n"
     assert run("./wc_map.py", b"a\n", cwd=str(tmp_path))[0] == b"1\n"
     assert run(f"{PY} wc_map.py", b"a b c\n", cwd=str(tmp_path))[0] == b"3\n"
+    monkeypatch.chdir(tmp_path.parent)  # a relative working directory
+    assert run("./wc_map.py", b"a\n", cwd=tmp_path.name)[0] == b"1\n"
+    assert run("wc_map.py", b"a\n", cwd=tmp_path.name)[0] == b"1\n"
     (tmp_path / "cat").write_text("#!/bin/sh\necho not the real cat\n")
     (tmp_path / "cat").chmod(0o755)
     assert run("cat", b"real\n", cwd=str(tmp_path))[0] == b"real\n"  # PATH first
@@ -132,6 +142,8 @@ def test_missing_or_unrunnable_programs_are_named(tmp_path: Path) -> None:
     (tmp_path / "orphan.py").chmod(0o755)
     assert fails("orphan.py", cwd=str(tmp_path)).startswith("mapper command could not be started: 'orphan.py'")
     assert fails("awk '{print").startswith("mapper command cannot be parsed: ")
+    msg = fails("cat", cwd=str(tmp_path / "gone"))
+    assert msg == f"mapper command could not be started: 'cat' (No such file or directory: {tmp_path / 'gone'})"
 
 
 # --- how a command ends ------------------------------------------------------------------------
@@ -193,13 +205,11 @@ def test_stderr_tail_is_bounded() -> None:
     msg = fails(f"{PY} -c 'import sys\nfor i in range(30): print(str(i) * 1000, file=sys.stderr)\nsys.exit(1)'")
     tail = msg.split("\n", 1)[1]
     assert len(tail) <= 4096 and tail.endswith("29" * 500)
+    msg = fails(f"{PY} -c 'import sys; print(\"x\" * 9000, file=sys.stderr); sys.exit(1)'")
+    assert msg.split("\n")[1] == "x" * 4096  # one long line is cut, not dropped
 
 
 # --- exceptions and kills -----------------------------------------------------------------------------
-class Killed(BaseException):
-    """Stands for the executor's TaskKilled."""
-
-
 def test_an_exception_from_the_input_kills_the_command_and_propagates() -> None:
     def chunks() -> Iterator[bytes]:
         yield b"first\n"
@@ -273,9 +283,18 @@ def test_an_async_kill_reaps_the_whole_group(command: str) -> None:
     assert started.wait(30)
     pids = [int(p) for p in seen.split(b"\n")[0].split()]
     killed_at = time.monotonic()
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Killed))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(TaskKilled))
     thread.join(30)
     assert not thread.is_alive()
     assert time.monotonic() - killed_at < 5  # seen within a poll slice, not when the command ends
-    assert isinstance(result.get("exc"), Killed)
+    assert isinstance(result.get("exc"), TaskKilled)
     assert all(is_gone(pid) for pid in pids)
+
+
+def test_without_pidfd_the_exit_is_still_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "pidfd_open")  # as on kernels before Linux 5.3
+    data = os.urandom(3 * MiB)
+    assert run("cat", data)[0] == data
+    out, _ = run("sh -c 'sleep 1000 & echo $!'")  # holds stdout after the command exits
+    assert is_gone(int(out))
+    assert fails("false") == "mapper 'false' exited with status 1"
