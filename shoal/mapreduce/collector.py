@@ -37,29 +37,32 @@ class MapOutputCollector:
     the task's data file and index where the shuffle service serves them."""
 
     def __init__(self, partitions: int, *, buffer_bytes: int, spill_percent: float, work_dir: str,
-                 counters: C.Counters, combine: Combine | None = None, min_spills_for_combine: int = 3) -> None:
+                 counters: C.Counters, sort: Callable[[list], pa.Table] | None = None,
+                 combine: Combine | None = None, min_spills_for_combine: int = 3) -> None:
         self.partitions = partitions
+        # Buffered items (tables or arrays) -> one (p, k, v) table sorted by (p, k).
+        self.sort = sort or (lambda items: sort_by_key(concat(items, PKV_SCHEMA), with_partition=True))
         self.threshold = max(1, int(buffer_bytes * spill_percent))
         self.work_dir = work_dir
         self.counters = counters
         self.combine = combine
         self.min_spills_for_combine = min_spills_for_combine
-        self.buffer: list[pa.Table] = []
+        self.buffer: list[pa.Table | pa.Array] = []
         self.buffered = 0
         # Each spill: (path, segment (offset, length) per partition, records per partition).
         self.spills: list[tuple[str, list[tuple[int, int]], list[int]]] = []
 
-    def add(self, table: pa.Table) -> None:
-        """Collect a batch of (p, k, v) records; spills when the buffer is full."""
-        if table.num_rows == 0:
+    def add(self, batch: pa.Table | pa.Array) -> None:
+        """Collect a batch of map output (what ``sort`` takes); spills when the buffer is full."""
+        if len(batch) == 0:
             return
-        self.buffer.append(table)
-        self.buffered += table.nbytes + RECORD_META_BYTES * table.num_rows
+        self.buffer.append(batch)
+        self.buffered += batch.nbytes + RECORD_META_BYTES * len(batch)
         if self.buffered >= self.threshold:
             self._spill()
 
     def _sorted_buffer(self) -> pa.Table:
-        table = sort_by_key(concat(self.buffer, PKV_SCHEMA), with_partition=True)
+        table = self.sort(self.buffer) if self.buffer else PKV_SCHEMA.empty_table()
         self.buffer, self.buffered = [], 0
         if self.combine is not None and table.num_rows:
             table = self._combined(table)

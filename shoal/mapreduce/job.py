@@ -40,7 +40,7 @@ from shoal.mapreduce import counters as C
 from shoal.mapreduce.collector import Combine, MapOutputCollector
 from shoal.mapreduce.conf import MRConf
 from shoal.mapreduce.counters import Counters, CountersParam
-from shoal.mapreduce.records import GroupCounter
+from shoal.mapreduce.records import PKV_SCHEMA, GroupCounter, concat, sort_by_key
 from shoal.mapreduce.shuffle_fetch import ReduceInput
 
 if TYPE_CHECKING:
@@ -75,6 +75,10 @@ class TaskLogic:
 
     def map(self, records: Iterable, emit: Callable[[pa.Table], None], task: TaskInfo, counters: Counters) -> None:
         raise NotImplementedError
+
+    def sorter(self, task: TaskInfo) -> Callable[[list], pa.Table]:
+        """Turns what ``map`` emitted into one (p, k, v) table sorted by (p, k)."""
+        return lambda tables: sort_by_key(concat(tables, PKV_SCHEMA), with_partition=True)
 
     def combiner(self, task: TaskInfo, counters: Counters) -> Combine | None:
         return None
@@ -225,7 +229,8 @@ class MapTaskWriter:
         with task_workspace(plan, True, getattr(records, "split", None)) as info:
             collector = MapOutputCollector(
                 dep.num_partitions, buffer_bytes=plan.conf.sort_mb * MIB, spill_percent=plan.conf.spill_percent,
-                work_dir=work_dir, counters=counters, combine=plan.logic.combiner(info, counters),
+                work_dir=work_dir, counters=counters, sort=plan.logic.sorter(info),
+                combine=plan.logic.combiner(info, counters),
                 min_spills_for_combine=plan.conf.min_spills_for_combine)
             try:
                 plan.logic.map(records, collector.add, info, counters)

@@ -122,6 +122,29 @@ def sort_by_key(table: pa.Table, with_partition: bool) -> pa.Table:
     return table.take(pa.array(np.argsort(row_key, kind="stable")))
 
 
+def sort_lines(lines: pa.Array | pa.ChunkedArray, fmt: StreamingFormat, reducers: int,
+               part_bytes: Callable[[bytes], bytes] | None = None,
+               sort_key: Callable[[bytes], bytes] | None = None) -> pa.Table:
+    """Streaming map output lines as a (p, k, v) table sorted by (partition, key).
+
+    Map output lines repeat a lot (``word\t1``), so only the distinct lines are
+    split, hashed and sorted; the rows are then laid out by repeating each distinct
+    line as often as it occurred. With distinct lines it costs one sort, as usual."""
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks() if lines.num_chunks else pa.array([], pa.large_binary())
+    if len(lines) == 0:
+        return PKV_SCHEMA.empty_table()
+    enc = pc.dictionary_encode(lines)
+    uniq = enc.dictionary
+    counts = np.bincount(enc.indices.to_numpy(zero_copy_only=False), minlength=len(uniq))
+    keys, values = fmt.split(b"".join(value_bytes(uniq)))
+    parts = hash_partitions(keys, reducers, part_bytes)
+    sort_keys = mapped_binary(keys, sort_key) if sort_key is not None else keys
+    distinct = pa.table({"p": pa.array(parts, pa.int32()), "k": sort_keys, "v": values})
+    order = pc.sort_indices(distinct, sort_keys=[("p", "ascending"), ("k", "ascending")]).to_numpy()
+    return distinct.take(pa.array(np.repeat(order, counts[order])))
+
+
 def partition_bounds(table: pa.Table, n: int) -> np.ndarray:
     """Row offsets of partitions 0..n in a table sorted by partition."""
     p = table.column("p").to_numpy()

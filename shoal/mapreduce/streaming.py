@@ -28,15 +28,7 @@ from shoal.mapreduce.counters import Counters
 from shoal.mapreduce.job import TaskInfo, TaskLogic
 from shoal.mapreduce.keys import KeyFieldHelper, parse_key_field_options
 from shoal.mapreduce.process import run_streaming_command
-from shoal.mapreduce.records import (
-    PKV_SCHEMA,
-    StreamingFormat,
-    concat,
-    hash_partitions,
-    mapped_binary,
-    sort_by_key,
-    value_bytes,
-)
+from shoal.mapreduce.records import StreamingFormat, lines_array, sort_lines, value_bytes
 
 # Mapper output is turned into Arrow batches this many bytes at a time.
 PARSE_BYTES = 8 * 1024 * 1024
@@ -115,8 +107,17 @@ class StreamingLogic(TaskLogic):
                               on_counter=counters.incr, on_status=task.status)
 
     # --- TaskLogic -------------------------------------------------------------------------
+    def sorter(self, task: TaskInfo) -> Callable[[list], pa.Table]:
+        part_bytes, sort_key = self._helpers()
+        fmt, reducers = self.fmt, task.reducers
+
+        def sort(arrays: list) -> pa.Table:
+            return sort_lines(pa.chunked_array(arrays, pa.large_binary()), fmt, reducers, part_bytes, sort_key)
+
+        return sort
+
     def map(self, records: Iterable, emit: Callable[[pa.Table], None], task: TaskInfo, counters: Counters) -> None:
-        parser = OutputParser(self, task.reducers, emit, task.sort_buffer_bytes)
+        parser = OutputParser(emit, task.sort_buffer_bytes)
         self._run(self.mapper, "mapper", counted_input(records, counters), parser.feed, task, counters)
         parser.close()
         counters.incr(C.FRAMEWORK, C.MAP_OUTPUT_RECORDS, parser.records)
@@ -126,13 +127,14 @@ class StreamingLogic(TaskLogic):
         if self.combiner_command is None:
             return None
         command = self.combiner_command
+        sorter = self.sorter(task)
 
         def combine(table: pa.Table) -> pa.Table:
-            out: list[pa.Table] = []
-            parser = OutputParser(self, task.reducers, out.append)
+            out: list[pa.Array] = []
+            parser = OutputParser(out.append)
             self._run(command, "combiner", value_bytes(table.column("v")), parser.feed, task, counters)
             parser.close()
-            return sort_by_key(concat(out, PKV_SCHEMA), with_partition=True)
+            return sorter(out)
 
         return combine
 
@@ -166,17 +168,13 @@ def counted_input(chunks: Iterable[bytes], counters: Counters) -> Iterator[bytes
 
 
 class OutputParser:
-    """Turns a command's stdout (arbitrary chunks) into (p, k, v) batches of whole
-    lines; a last line without ``\\n`` still counts."""
+    """Cuts a command's stdout (arbitrary chunks) into arrays of whole lines, each
+    keeping its ``\n``; a last line without one still counts."""
 
-    def __init__(self, logic: StreamingLogic, reducers: int, emit: Callable[[pa.Table], None],
-                 sort_buffer_bytes: int = PARSE_BYTES * 8) -> None:
+    def __init__(self, emit: Callable[[pa.Array], None], sort_buffer_bytes: int = PARSE_BYTES * 8) -> None:
         # Batches small enough that a small sort buffer still spills several times.
         self.batch_bytes = max(64 * 1024, min(PARSE_BYTES, sort_buffer_bytes // 8))
-        self.fmt = logic.fmt
-        self.reducers = reducers
         self.emit = emit
-        self.part_bytes, self.sort_key = logic._helpers()
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.records = 0
@@ -191,7 +189,7 @@ class OutputParser:
             self.pending = [data[cut:]] if cut < len(data) else []
             self.pending_bytes = len(data) - cut
             if cut:
-                self._batch(memoryview(data)[:cut])
+                self._batch(data[:cut] if cut < len(data) else data)
 
     def close(self) -> None:
         data = b"".join(self.pending)
@@ -201,14 +199,11 @@ class OutputParser:
         if data:
             self._batch(data)
 
-    def _batch(self, data: bytes | memoryview) -> None:
-        keys, lines = self.fmt.split(data)
-        n = len(keys)
-        self.records += n
+    def _batch(self, data: bytes) -> None:
+        lines = lines_array(data)
+        self.records += len(lines)
         self.bytes += len(data)
-        parts = hash_partitions(keys, self.reducers, self.part_bytes)
-        sort_keys = mapped_binary(keys, self.sort_key) if self.sort_key is not None else keys
-        self.emit(pa.table({"p": pa.array(parts, pa.int32()), "k": sort_keys, "v": lines}))
+        self.emit(lines)
 
 
 class OutputSink:

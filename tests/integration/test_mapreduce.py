@@ -206,6 +206,8 @@ def test_streaming_word_count_python_scripts(tmp_path: Path, jobs_dir: Path) -> 
     assert fw["Reduce output records"] == len(expected)
     assert counters["Job Counters"]["Launched map tasks"] == 3  # one split per small file
     assert counters["Job Counters"]["Launched reduce tasks"] == 3
+    assert fw["Shuffled Maps "] == 3 * 3  # (sic) every reducer fetched every map's output
+    assert fw["Merged Map outputs"] == 3 * 3
     assert "Combine input records" not in fw  # no combiner
     assert re.search(r"^Job job_\d+_\d{4} completed successfully", report, re.M), report
 
@@ -222,9 +224,14 @@ def test_streaming_word_count_awk_with_combiner(tmp_path: Path, jobs_dir: Path) 
     expected = Counter(w for line in lines for w in line.split())
     out = tmp_path / "out"
     report = ok(streaming("-input", str(tmp_path / "in.txt"), "-output", str(out), "-mapper", AWK_MAP,
-                          "-combiner", AWK_SUM, "-reducer", AWK_SUM, "-numReduceTasks", "2", jobs_dir=jobs_dir))
-    assert counts_of([line for part in local_parts(out).values() for line in part]) == expected
-    fw = framework(parse_counters(report))
+                          "-combiner", AWK_SUM, "-reducer", AWK_SUM, "-D", "mapred.reduce.tasks=2",  # Hadoop 1 name
+                          jobs_dir=jobs_dir))
+    parts = local_parts(out)
+    assert sorted(parts) == ["part-00000", "part-00001"]
+    assert counts_of([line for part in parts.values() for line in part]) == expected
+    counters = parse_counters(report)
+    assert counters["Job Counters"]["Launched reduce tasks"] == 2
+    fw = framework(counters)
     assert fw["Map output records"] == sum(expected.values())
     assert fw["Combine input records"] == fw["Map output records"]
     # One split, few distinct words: the combiner leaves about one record per word.
@@ -306,6 +313,17 @@ class ShoutJob(MapReduceJob):
 
     def mapper(self, _: Any, line: str) -> Iterator[tuple[int, str]]:
         yield len(line.split()), line.upper()
+
+
+class HalfWordsJob(MapReduceJob):
+    """Lines by half their word count: int and float keys (0, 0.5, 1, 1.5, ...)."""
+
+    def mapper(self, _: Any, line: str) -> Iterator[tuple[float, int]]:
+        n = len(line.split())
+        yield (n // 2 if n % 2 == 0 else n / 2), 1
+
+    def reducer(self, key: float, ones: Iterator[int]) -> Iterator[tuple[float, int]]:
+        yield key, sum(ones)
 
 
 class BareValuesJob(MapReduceJob):
@@ -427,6 +445,15 @@ class TestClassAPI:
         lines = word_corpus(7, 500)
         result = ShoutJob.run(input=mode.write("count.txt", lines), output=mode.path("count-out"), quiet=True)
         assert result.counters["Map output records"] == len(lines)
+
+    def test_numeric_keys_reach_the_reducer_in_numeric_order(self, mode: Mode) -> None:
+        lines = word_corpus(9, 2000)
+        out = mode.path("half-out")
+        HalfWordsJob.run(input=mode.write("half.txt", lines), output=out, reducers=1, quiet=True)
+        halves = Counter(len(line.split()) / 2 for line in lines)
+        want = [f"{int(k) if k == int(k) else k}\t{n}" for k, n in sorted(halves.items())]
+        assert len(want) > 10  # two-digit keys: text order would differ
+        assert mode.parts(out) == {"part-00000": want}
 
     def test_mapper_yielding_non_pairs_fails_the_job(self, mode: Mode) -> None:
         src = mode.write("bare.txt", ["one line", "two"])
