@@ -302,7 +302,8 @@ class Driver:
         elif isinstance(eff, StageStarted):
             plan = self.registry.by_id[eff.stage_id]
             self.progress.stage_started(eff.stage_id, eff.attempt, plan.name, eff.num_tasks)
-            self.recorder.stage_started(eff.stage_id, eff.attempt, plan.name, eff.num_tasks)
+            self.recorder.stage_started(eff.stage_id, eff.attempt, plan.name, eff.num_tasks,
+                                        early=(eff.parents_done, eff.parents_total) if eff.early else None)
         elif isinstance(eff, StageEnded):
             self.progress.stage_ended(eff.stage_id, eff.failure)
             self.recorder.stage_ended(eff.stage_id, eff.attempt, eff.failure)

@@ -61,12 +61,18 @@ class JobRecorder:
                     return st
         return None
 
-    def stage_started(self, stage_id: int, attempt: int, name: str, num_tasks: int) -> None:
+    def stage_started(self, stage_id: int, attempt: int, name: str, num_tasks: int,
+                      early: tuple[int, int] | None = None) -> None:
+        """``early``: (map outputs available, total) when the stage started before all
+        its parents' outputs existed (MapReduce's reduce slow start)."""
         st = self._stage(stage_id)
         if st is not None:
             st["state"] = "running"
-            st["attempts"].append({"attempt": attempt, "tasks": num_tasks, "start": time.time(), "failure": ""})
-        self.flush()
+            rec = {"attempt": attempt, "tasks": num_tasks, "start": time.time(), "failure": ""}
+            if early is not None:
+                rec.update(early=True, parents_done=early[0], parents_total=early[1])
+            st["attempts"].append(rec)
+        self.flush(force=early is not None)
 
     def stage_ended(self, stage_id: int, attempt: int, failure: str) -> None:
         st = self._stage(stage_id)

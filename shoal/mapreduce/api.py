@@ -175,9 +175,10 @@ class PythonLogic(TaskLogic):
             lines += 1
             writer.write_all(job.mapper(None, line))
         writer.write_all(job.mapper_final() or ())
+        records, nbytes = writer.close()
         counters.incr(C.FRAMEWORK, C.MAP_INPUT_RECORDS, lines)
-        counters.incr(C.FRAMEWORK, C.MAP_OUTPUT_RECORDS, writer.records)
-        return writer.close()
+        counters.incr(C.FRAMEWORK, C.MAP_OUTPUT_RECORDS, records)
+        return records, nbytes
 
 
 def _pair(item: Any, where: str) -> tuple[Any, Any]:

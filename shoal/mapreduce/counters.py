@@ -118,18 +118,27 @@ class Counters:
         return (Counters, (self.values,))
 
 
-class CountersParam(AccumulatorParam):
-    def zero(self, value: Counters) -> Counters:
-        return Counters()
+class TaskCountersParam(AccumulatorParam):
+    """The job's counters as {(task kind, partition): that task's counters}: a task
+    that runs again (its map output was lost with its node) replaces its earlier
+    counts rather than adding to them, so each task counts once, as in Hadoop."""
 
-    def addInPlace(self, value1: Counters, value2: Counters) -> Counters:
-        return value1.add_all(value2)
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, value1: dict, value2: dict) -> dict:
+        value1.update(value2)
+        return value1
 
 
-def report(acc: Accumulator | None, counters: Counters) -> None:
-    """Add a task's counters to the job's accumulator (counted if the attempt wins)."""
-    if acc is not None and counters.values:
-        acc.add(counters)
+def report(acc: Accumulator | None, kind: str, partition: int, counters: Counters) -> None:
+    """Hand a task's counters to the job (they count if this attempt's result does)."""
+    if acc is not None:
+        acc.add({(kind, partition): counters})
+
+
+def job_total(per_task: dict) -> Counters:
+    return merge(per_task.values())
 
 
 def print_counters(counters: Counters, out: TextIO) -> None:

@@ -39,7 +39,7 @@ from shoal.errors import JobCancelled, JobFailed
 from shoal.mapreduce import counters as C
 from shoal.mapreduce.collector import Combine, MapOutputCollector
 from shoal.mapreduce.conf import MRConf
-from shoal.mapreduce.counters import Counters, CountersParam
+from shoal.mapreduce.counters import Counters, TaskCountersParam
 from shoal.mapreduce.records import PKV_SCHEMA, GroupCounter, concat, sort_by_key
 from shoal.mapreduce.shuffle_fetch import ReduceInput
 
@@ -243,7 +243,7 @@ class MapTaskWriter:
         metrics.records_written += sum(status.records)
         metrics.bytes_written += status.offsets[-1]
         metrics.spills += spills
-        C.report(plan.counters, counters)
+        C.report(plan.counters, "m", map_index, counters)
         return status
 
 
@@ -260,7 +260,7 @@ class ReduceWrite:
             n, nbytes = self.plan.logic.reduce(_counted(inp.sorted_batches(), counters), out, info, counters)
         counters.incr(C.FRAMEWORK, C.REDUCE_OUTPUT_RECORDS, n)
         counters.incr(C.OUTPUT, C.BYTES_WRITTEN, nbytes)
-        C.report(self.plan.counters, counters)
+        C.report(self.plan.counters, "r", info.partition, counters)
         return n, nbytes
 
 
@@ -286,14 +286,18 @@ class MapOnlyWrite:
         with task_workspace(self.plan, True, getattr(records, "split", None)) as info:
             n, nbytes = self.plan.logic.map_only(records, out, info, counters)
         counters.incr(C.OUTPUT, C.BYTES_WRITTEN, nbytes)
-        C.report(self.plan.counters, counters)
+        C.report(self.plan.counters, "m", info.partition, counters)
         return n, nbytes
 
 
 # --- the driver side -----------------------------------------------------------------------
 def new_job_id(app_id: str, seq: int) -> str:
-    stamp = re.sub(r"\D", "", app_id)[:12] or time.strftime("%Y%m%d%H%M")
-    return f"job_{stamp}_{seq:04d}"
+    """Hadoop's ``job_<cluster timestamp>_<sequence>``: the application's start time
+    and random suffix make it unique across driver processes."""
+    digits = re.sub(r"\D", "", app_id.split("-")[1] if app_id.count("-") >= 2 else app_id)[:14]
+    suffix = app_id.rsplit("-", 1)[-1]
+    tag = f"{int(suffix, 16) % 10000:04d}" if re.fullmatch(r"[0-9a-f]+", suffix) else "0000"
+    return f"job_{digits or time.strftime('%Y%m%d%H%M%S')}{tag}_{seq:04d}"
 
 
 _job_seq = iter(range(1, 1 << 30))
@@ -328,7 +332,7 @@ def _run(ctx: ComputeContext, logic: TaskLogic, inputs: list[str], output: str, 
     committer = OutputCommitter(output, overwrite=overwrite, codec=conf.output_codec)
     source = MapInputRDD(ctx, ",".join(inputs), logic.input_lines)
     maps = source.getNumPartitions()  # a missing input fails here, before any output exists
-    acc = ctx.accumulator(Counters(), CountersParam())
+    acc = ctx.accumulator({}, TaskCountersParam())
     plan = JobPlan(job_id, logic, conf, ctx.broadcast(files) if files else None, acc, conf.reducers)
     shuffle_id = None
     if conf.reducers == 0:
@@ -353,7 +357,7 @@ def _run(ctx: ComputeContext, logic: TaskLogic, inputs: list[str], output: str, 
         raise JobFailed(_failure_message(job_id, exc, ctx, shuffle_id)) from exc
     committer.commit_job()
     elapsed = time.monotonic() - start
-    counters = acc.value
+    counters = C.job_total(acc.value)
     counters.add_all(job_counters(ctx, action, shuffle_id is not None))
     return JobResult(job_id, name, committer.output_path, counters, elapsed, maps, conf.reducers)
 

@@ -152,11 +152,6 @@ def test_worker_killed_mid_job_reruns_its_map_outputs(killed_worker_run: KilledW
     assert run.app["executors_lost"], run.app["executors_lost"]
 
 
-@pytest.mark.xfail(reason="a map whose attempt succeeded and whose output was then lost with its node runs "
-                          "again, and both successful attempts' counters are added to the job's (the "
-                          "Counters accumulator in mapreduce/job.py takes every successful attempt's "
-                          "update): Map input/output records over-count",
-                   strict=True)
 def test_worker_killed_mid_job_counts_each_record_once(killed_worker_run: KilledWorkerRun) -> None:
     """Hadoop's job counters are those of each task's last successful attempt: a map
     re-run because its output was lost does not count its input twice."""

@@ -14,6 +14,7 @@ counts predict.
 from __future__ import annotations
 
 import random
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,7 +179,9 @@ class Sim:
             self._wake_early_tasks()
             self._check(event, effects, before)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- the last events ---\n{self.history(40)}") from None
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            raise AssertionError(f"{exc} (line {where.lineno}: {where.line})\n--- the last events ---\n"
+                                 f"{self.history(40)}") from None
         finally:
             self._reported = None
         return effects
@@ -504,10 +507,11 @@ class Sim:
                         self.ambiguous.add((shuffle_id, p))
                 if b is not None and a is not None:
                     assert a is b
-        # A job that succeeded left every map output it needed in place.
+        # A job that succeeded left every map output its result stage read in place
+        # (an earlier shuffle's may be lost once the stages reading it are done).
         for e in effects:
             if isinstance(e, JobEnded) and not e.failure:
-                for sid in self.ancestors(self.jobs[e.job_id].final_stage):
+                for sid in self.specs[self.jobs[e.job_id].final_stage].parents:
                     shuffle_id = self.specs[sid].shuffle_id
                     if shuffle_id is not None:
                         outs = self.sched.map_outputs[shuffle_id]
@@ -1208,6 +1212,21 @@ def test_late_fetch_failure_from_an_old_attempt_is_ignored_even_on_the_same_host
     assert len([s for s in sim.stage_started if s.stage_id == 1]) == 2
 
 
+def test_job_succeeds_when_an_earlier_shuffle_is_lost_after_its_reader_finished() -> None:
+    sim = Sim(decide=lambda s, t: Plan(1.0 if t.stage_id != 2 else 5.0))
+    sim.add_executor("e0", "h0")
+    sim.add_executor("e1", "h1")
+    stages = [StageSpec(0, 1, [], 0, [prefer("h1")], "m0"), StageSpec(1, 1, [0], 1, [prefer("h0")], "m1"),
+              StageSpec(2, 1, [1], None, [prefer("h0")], "result")]
+    sim.submit(0, 2, [0], stages)
+    sim.run(until=lambda: bool(sim.running_of(2)))
+    sim.lose_node("h1")  # takes shuffle 0, which stage 1 has read already
+    assert sim.sched.map_outputs[0] == [None]
+    sim.run()
+    assert sim.ended[0].failure == ""
+    assert len(sim.launched(stage=0)) == 1
+
+
 # --- random schedules -------------------------------------------------------------------------
 @dataclass
 class World:
@@ -1349,3 +1368,4 @@ def test_random_schedules_keep_the_invariants_and_end_every_job_once(world: Worl
     event(f"speculative: {bool([t for t in sim.launched() if t.speculative])}")
     event(f"stage attempts > 1: {any(s.attempt for s in sim.stage_started)}")
     event(f"events: {len(sim.log) // 100 * 100}")
+
