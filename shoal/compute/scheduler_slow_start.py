@@ -29,7 +29,8 @@ from shoal.compute.scheduler_state import Stage, TaskAttempt, TaskSet
 
 class SlowStart:
     """The slow-start rules, mixed into JobScheduler: they read its state and use its
-    ``stage_available``, ``_ancestors``, ``_kill`` and ``_submit_stage``."""
+    ``stage_available``, ``_ancestors``, ``_kill``, ``_submit_stage`` and
+    ``_check_stage_done``."""
 
     stages: dict[int, Stage]
     map_outputs: dict[int, list[Any]]
@@ -158,3 +159,4 @@ class SlowStart:
             running.remove(att.task_id)
         if not running and att.partition not in ts.done and att.partition not in ts.pending and not ts.zombie:
             ts.pending.append(att.partition)
+        self._check_stage_done(att.stage_id, now)  # type: ignore[attr-defined]  (a zombie may be drained)

@@ -135,7 +135,7 @@ class MRConf:
             try:
                 c.output_codec = codec_for(codec)
             except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+                raise ConfigError(f"mapreduce.output.fileoutputformat.compress.codec={codec!r}: {exc}") from None
         return c
 
 

@@ -52,10 +52,11 @@ def copy_ranges(data: bytes | memoryview, starts: np.ndarray, ends: np.ndarray) 
     raw = np.frombuffer(data, np.uint8)
     lengths = ends - starts
     delta = np.zeros(len(raw) + 1, np.int8)
-    # Starts are distinct and so are ends (ranges lie in distinct lines), so plain
-    # fancy-index updates count each once; an empty range nets to zero.
-    delta[starts] += 1
-    delta[ends] -= 1
+    # Non-empty disjoint increasing ranges have distinct starts and distinct ends, so
+    # plain fancy-index updates count each once (empty ranges add nothing).
+    nonempty = lengths > 0
+    delta[starts[nonempty]] += 1
+    delta[ends[nonempty]] -= 1
     mask = np.cumsum(delta[:-1], dtype=np.int8).view(np.bool_)
     picked = raw[mask]
     offsets = np.zeros(len(lengths) + 1, np.int64)

@@ -177,12 +177,6 @@ def test_unknown_codec_is_a_config_error() -> None:
         MRConf.from_properties({"mapred.output.compress": "true", "mapred.output.compression.codec": "nonsense"})
 
 
-@pytest.mark.xfail(
-    reason="MRConf.from_properties: an unknown compression codec raises ConfigError with codec_for's message "
-    "(\"unsupported compression codec 'nonsense': ...\"), which does not name the property "
-    "mapreduce.output.fileoutputformat.compress.codec, unlike every other bad value",
-    strict=True,
-)
 def test_unknown_codec_error_names_the_property() -> None:
     with pytest.raises(ConfigError, match=r"mapreduce\.output\.fileoutputformat\.compress\.codec"):
         MRConf.from_properties({"mapred.output.compress": "true", "mapred.output.compression.codec": "nonsense"})

@@ -27,6 +27,8 @@ PURE = [
     "cluster/resources.py",
     "compute/scheduler.py",
     "compute/scheduler_events.py",
+    "compute/scheduler_state.py",
+    "compute/scheduler_slow_start.py",
     "compute/locality.py",
     "mapreduce/keys.py",
 ]

@@ -25,7 +25,7 @@ from shoal.compute.scheduler import (
     TaskCompleted,
     TaskFailed,
 )
-from tests.unit.test_scheduler import Plan, Sim, World, all_effects, cluster, prefer, run_world, worlds
+from tests.unit.test_scheduler import Decide, Plan, Sim, World, all_effects, cluster, prefer, run_world, worlds
 
 
 def mr(n_maps: int, n_reduces: int, slow_start: float | None) -> list[StageSpec]:
@@ -33,7 +33,7 @@ def mr(n_maps: int, n_reduces: int, slow_start: float | None) -> list[StageSpec]
             StageSpec(1, n_reduces, [0], None, [], "reduce", slow_start=slow_start)]
 
 
-def map_durations(*durations: float, reduce: float = 1.0) -> object:
+def map_durations(*durations: float, reduce: float = 1.0) -> Decide:
     """Map partition p runs ``durations[p]`` seconds (the last value for the rest)."""
     def decide(sim: Sim, launch: LaunchTask) -> Plan:
         if launch.stage_id == 0:
@@ -130,7 +130,7 @@ def test_every_parent_must_reach_the_threshold() -> None:
               StageSpec(2, 2, [0, 1], None, [], "join", slow_start=0.5)]
     sim.submit(0, 2, [0, 1], stages)
     sim.run(until=lambda: bool(started(sim, 2)))
-    assert sim.now == 3.0  # stage 0 done at 1, half of stage 1 at 3 (it waited for a slot)
+    assert sim.now == 3.0  # stage 0 was all done at 1; stage 1 reached half at 3
     assert started(sim, 2) == [StageStarted(2, 0, 2, early=True, parents_done=3, parents_total=4)]
     sim.run()
     assert sim.ended[0].failure == ""
