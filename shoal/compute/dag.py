@@ -142,6 +142,8 @@ def to_spec(plan: StagePlan, cache_locs: dict[tuple[int, int], list[Location]]) 
     prefs = [preferred_locations(plan.rdd, i, cache_locs) for i in range(n)]
     spec = StageSpec(plan.stage_id, n, list(plan.parents),
                      plan.shuffle_dep.shuffle_id if plan.shuffle_dep else None, prefs, plan.name)
+    # MapReduce turns speculation off per kind of task (mapreduce.map/reduce.speculative).
+    spec.speculation = bool(getattr(plan.rdd, "speculation", True))
     # Hadoop's reduce slow start, when every shuffle the stage reads asks for it.
     shuffles, _ = stage_inputs(plan.rdd)
     starts = [d.slow_start for d in shuffles]

@@ -70,7 +70,9 @@ class JobScheduler(SlowStart):
         self._out = []
         handler = getattr(self, "_on_" + type(event).__name__)
         handler(event, now)
-        self._recheck_slow_starts(now)
+        if isinstance(event, (TaskSucceeded, TaskFailed, ExecutorLost)):
+            # Map outputs may have registered (or been lost): slow-start thresholds.
+            self._recheck_slow_starts(now)
         self._schedule(now)
         # Preemption frees slots for maps: only non-early tasks take them now, so each
         # round kills at least one early task and the loop ends.
@@ -418,7 +420,7 @@ class JobScheduler(SlowStart):
 
     def _schedule(self, now: float, early: bool = True) -> None:
         """Offer free slots to task sets; ``early``: early task sets get them too."""
-        if not self.task_sets:
+        if not self.task_sets or not self._free_executors():
             return
         waits = {Level.PROCESS_LOCAL: self.conf.locality_wait_s, Level.NODE_LOCAL: self.conf.locality_wait_s,
                  Level.NO_PREF: 0.0, Level.RACK_LOCAL: self.conf.locality_wait_s}
@@ -506,6 +508,8 @@ class JobScheduler(SlowStart):
         for ts in self.task_sets.values():
             if ts.zombie or not ts.durations or self.is_early(ts.stage_id):
                 continue  # an early task set's tasks wait for maps: none is a straggler
+            if not self.stages[ts.stage_id].spec.speculation:
+                continue
             if len(ts.done) < c.speculation_quantile * len(ts.partitions) or len(ts.done) == 0:
                 continue
             threshold = max(c.speculation_min_s, c.speculation_multiplier * statistics.median(ts.durations))

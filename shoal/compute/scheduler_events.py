@@ -36,6 +36,9 @@ class StageSpec:
     # of every parent's map outputs exists, and fetch while the other maps still run.
     # None: they launch when all of them exist (Spark's behaviour).
     slow_start: float | None = None
+    # Whether its stragglers may get speculative copies (when the conf speculates at
+    # all): Hadoop sets this per kind of task (mapreduce.map/reduce.speculative).
+    speculation: bool = True
 
 
 # --- events ------------------------------------------------------------------------------

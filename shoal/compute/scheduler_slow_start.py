@@ -11,8 +11,8 @@ the driver for new ones) and reduce once all exist.
 - Early tasks hold at most all slots but one, so maps always have somewhere to run,
   and never take the last free slot that a pending task of a non-early ancestor (a
   *hungry* map stage) could use.
-- Reducer preemption (Hadoop's RMContainerAllocator): while a hungry map stage has no
-  free slot it could use, the newest early task is killed ("preempted"): the newest
+- Reducer preemption (Hadoop's RMContainerAllocator): while a hungry map stage (pending
+  tasks, or a straggler waiting for its speculative copy) has no free slot it could use, the newest early task is killed ("preempted"): the newest
   on an executor the map could use (a retry shuns where it failed), else, when no
   slot is free at all, the newest. The newest are killed too while early tasks hold
   more than all slots but one (an executor was lost). A preempted task is no
@@ -90,19 +90,47 @@ class SlowStart:
         return executor in failed and len(self.executors) > 1 and any(e not in failed for e in self.executors)
 
     def _hungry(self, early: set[int]) -> list[TaskSet]:
-        """Live task sets of non-early ancestors of early stages with pending tasks."""
+        """Live task sets of non-early ancestors of early stages that want a slot: for
+        pending tasks, or for the speculative copy of a straggler (Hadoop preempts
+        reducers for those too: a straggling map would hold up every reducer)."""
         ancestors: set[int] = set()
         for sid in early:
             ancestors.update(self._ancestors(sid))  # type: ignore[attr-defined]
         out = [self.task_sets.get(sid) for sid in sorted(ancestors - early)]
-        return [ts for ts in out if ts is not None and not ts.zombie and ts.pending]
+        return [ts for ts in out if ts is not None and not ts.zombie and (ts.pending or self._stragglers(ts))
+                and any(self._usable(ts, ex) for ex in self.executors)]
+
+    def _stragglers(self, ts: TaskSet) -> list[TaskAttempt]:
+        """The lone running attempts of partitions marked for a speculative copy."""
+        out = []
+        for p in sorted(ts.speculated):
+            tids = ts.running.get(p, [])
+            if p not in ts.done and len(tids) == 1:
+                out.append(self.attempts[tids[0]])
+        return out
+
+    def _usable(self, ts: TaskSet, executor: str) -> bool:
+        """Whether a pending task, or a straggler's copy, of ``ts`` may run on
+        ``executor`` (a copy never beside its original: same rule as launching)."""
+        if any(not self._shuns(ts, p, executor) for p in ts.pending):
+            return True
+        place = self.executors.get(executor)
+        if place is None:
+            return False
+        for orig in self._stragglers(ts):
+            if orig.executor == executor:
+                continue
+            if orig.host == place.host and any(e.host != orig.host for e in self.executors.values()):
+                continue
+            return True
+        return False
 
     def _slot_for(self, ts: TaskSet, taken: str | None) -> bool:
-        """Whether a pending task of ``ts`` could use some free slot (beside one on
-        ``taken``). Locality is no obstacle: its wait runs out."""
+        """Whether ``ts`` could use some free slot (beside one on ``taken``).
+        Locality is no obstacle: its wait runs out."""
         for ex in self.executors:
             free = self.slots.get(ex, 0) - len(self.busy.get(ex, ())) - (1 if ex == taken else 0)
-            if free > 0 and any(not self._shuns(ts, p, ex) for p in ts.pending):
+            if free > 0 and self._usable(ts, ex):
                 return True
         return False
 
@@ -136,7 +164,7 @@ class SlowStart:
             killed = True
         for ts in self._hungry(early):
             while running and not self._slot_for(ts, None):
-                useful = [a for a in running if any(not self._shuns(ts, p, a.executor) for p in ts.pending)]
+                useful = [a for a in running if self._usable(ts, a.executor)]
                 if useful:
                     victim = useful[-1]
                 elif not any(n > len(self.busy.get(ex, ())) for ex, n in self.slots.items()):

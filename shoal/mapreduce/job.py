@@ -130,6 +130,8 @@ class MapInputRDD(TextFileRDD):
     """One partition per input split (a DFS block), placed where its replicas are;
     records are byte chunks of whole lines (streaming) or str lines."""
 
+    speculation = True  # mapreduce.map.speculative (read by dag.to_spec)
+
     def __init__(self, ctx: ComputeContext, path: str, lines: bool) -> None:
         super().__init__(ctx, path, 1)
         self.lines = lines
@@ -155,6 +157,8 @@ class SplitRecords:
 class ReduceRDD(ShuffledRDD):
     """The reduce side: each partition is a :class:`ReduceInput` that fetches (early,
     while maps still run) and merges that partition of every map output."""
+
+    speculation = True  # mapreduce.reduce.speculative (read by dag.to_spec)
 
     def __init__(self, prev: Any, dep: ShuffleDependency, buffer_fraction: float) -> None:
         super().__init__(prev, dep, "mapreduce reduce")
@@ -331,6 +335,7 @@ def _run(ctx: ComputeContext, logic: TaskLogic, inputs: list[str], output: str, 
     job_id = new_job_id(ctx.applicationId, next(_job_seq))
     committer = OutputCommitter(output, overwrite=overwrite, codec=conf.output_codec)
     source = MapInputRDD(ctx, ",".join(inputs), logic.input_lines)
+    source.speculation = conf.map_speculative
     maps = source.getNumPartitions()  # a missing input fails here, before any output exists
     acc = ctx.accumulator({}, TaskCountersParam())
     plan = JobPlan(job_id, logic, conf, ctx.broadcast(files) if files else None, acc, conf.reducers)
@@ -343,6 +348,7 @@ def _run(ctx: ComputeContext, logic: TaskLogic, inputs: list[str], output: str, 
         dep = ShuffleDependency(source, shuffle_id, FixedPartitioner(conf.reducers),
                                 map_writer=MapTaskWriter(plan), slow_start=conf.slow_start)
         rdd = ReduceRDD(source, dep, conf.shuffle_buffer_percent)
+        rdd.speculation = conf.reduce_speculative
         func = partition_writer(committer, ReduceWrite(plan))
     committer.setup_job()
     action = f"mapreduce {job_id} {name}".strip()

@@ -774,21 +774,14 @@ def test_slow_start_one_waits_for_every_map(tmp_path: Path, jobs_dir: Path) -> N
 
 
 # --- 9. speculation -------------------------------------------------------------------------------
-@pytest.mark.parametrize("reducers, straggle_steps", [
-    (1, 600),
-    pytest.param(2, 60, marks=pytest.mark.xfail(
-        reason="compute/scheduler_slow_start.py: early (slow-start) reduce tasks take every slot the "
-               "straggler leaves (all but one), and reducers are preempted only for *pending* map tasks, "
-               "not for a speculative copy, so the copy never launches and the job waits for its straggler",
-        strict=True)),
-])
+@pytest.mark.parametrize("reducers, straggle_steps", [(1, 600), (2, 600)])
 def test_straggling_map_is_beaten_by_its_speculative_copy(tmp_path: Path, jobs_dir: Path, reducers: int,
                                                           straggle_steps: int) -> None:
     """Map 0's first attempt straggles until it is killed (at most straggle_steps x
     50 ms); maps 1-3 are quick, so once 3 of 4 are done (the 0.75 quantile) a copy of
     map 0 runs on a free slot of local[3] and wins. With one reducer started early
     (slow start) a slot is still free for the copy; two early reducers take both
-    slots the straggler leaves before the quantile is reached."""
+    slots the straggler leaves, and one is preempted for the copy."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     corpus = [word_corpus(30 + i, 80) for i in range(4)]

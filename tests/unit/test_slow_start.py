@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from shoal.compute.scheduler import (
     JobSubmitted,
+    SchedulerConf,
     KillTask,
     LaunchTask,
     StageEnded,
@@ -56,7 +57,8 @@ def preempted(sim: Sim) -> list[KillTask]:
 
 # --- starting early ---------------------------------------------------------------------------
 def test_reduce_stage_starts_early_at_the_threshold_and_reduces_after_the_last_map() -> None:
-    sim = cluster(4, decide=map_durations(*[1.0] * 9, 5.0))
+    # No speculation here: the straggling map would be copied (see the test below).
+    sim = cluster(4, decide=map_durations(*[1.0] * 9, 5.0), conf=SchedulerConf(speculation=False))
     eff = sim.submit(0, 1, [0, 1, 2], mr(10, 3, 0.2))
     assert [s.stage_id for s in eff if isinstance(s, StageStarted)] == [0]
     assert 1 in sim.sched.waiting
@@ -286,6 +288,37 @@ def test_cancel_kills_waiting_early_reducers() -> None:
     eff = sim.cancel(0)
     assert {k.task_id for k in eff if isinstance(k, KillTask)} == set(sim.launches)  # the map and both reducers
     assert not sim.running and not sim.sched.task_sets and not sim.sched.waiting
+
+
+def test_early_reducer_is_preempted_for_a_straggling_maps_speculative_copy() -> None:
+    # 4 slots: the straggler holds one and early reducers the other three; when the
+    # straggler is marked, a reducer gives its slot to the copy (Hadoop preempts
+    # reducers for any map attempt that cannot get a container).
+    def decide(sim: Sim, launch: LaunchTask) -> Plan:
+        if launch.stage_id == 0:
+            return Plan(30.0 if launch.partition == 9 and not launch.speculative else 1.0)
+        return Plan(1.0)
+
+    sim = cluster(4, decide=decide)
+    sim.submit(0, 1, [0, 1, 2], mr(10, 3, 0.2))
+    sim.run()
+    assert sim.ended[0].failure == ""
+    copies = [t for t in sim.launched(stage=0) if t.speculative]
+    assert [c.partition for c in copies] == [9]
+    kills = preempted(sim)
+    assert kills and all(sim.launches[k.task_id].stage_id == 1 for k in kills)
+    assert max(map_done_times(sim)) < 10.0  # the copy won; nobody waited 30 s for the straggler
+
+
+def test_a_stage_that_does_not_speculate_gets_no_copies() -> None:
+    # mapreduce.map.speculative=false: the straggler runs alone, the job still ends.
+    specs = mr(4, 1, None)
+    specs[0] = dataclasses.replace(specs[0], speculation=False)
+    sim = cluster(4, decide=map_durations(1.0, 1.0, 1.0, 30.0))
+    sim.submit(0, 1, [0], specs)
+    sim.run()
+    assert sim.ended[0].failure == ""
+    assert not [t for t in sim.launched(stage=0) if t.speculative]
 
 
 def test_no_speculation_while_reducers_wait_for_maps() -> None:
