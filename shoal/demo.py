@@ -1,18 +1,23 @@
 """``make demo``: a local cluster stores a generated corpus, shows where it lives, reads it
 back, then counts its words with the compute engine (executors as containers on the
-workers, one task per block, placed where the block lives).
+workers, one task per block, placed where the block lives), first as a PySpark job,
+then as a Hadoop Streaming job run by ``shoal mapreduce streaming``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -97,7 +102,10 @@ def main(folder: Path | None = None, parts: int = 4, part_bytes: int = 6 * 1024 
             console.print(f"most frequent words: {top}")
             report = fs.report()
             console.print(f"cluster: {report.files} files, {report.blocks} blocks, {report.under_replicated_blocks} under-replicated")
-            if not word_count(console, folder, {w.decode(): n for w, n in words.items()}):
+            expected = {w.decode(): n for w, n in words.items()}
+            if not word_count(console, folder, expected):
+                return 1
+            if not streaming_word_count(console, folder, fs, expected):
                 return 1
     finally:
         cluster.down()
@@ -138,6 +146,62 @@ def word_count(console: Console, folder: Path, expected: dict[str, int]) -> bool
         return False
     console.print(f"{len(everything)} distinct words; counts match a single-process Counter exactly; "
                   "saved to shoal:///demo/wordcount (see `shoal jobs`)")
+    return True
+
+
+MAPPER = """import sys
+out = sys.stdout.write
+for line in sys.stdin:
+    words = line.split()
+    if words:
+        out("\\t1\\n".join(words) + "\\t1\\n")
+"""
+REDUCER = """import sys
+current, total = None, 0
+for line in sys.stdin:
+    word, _, count = line.partition("\\t")
+    if word != current:
+        if current is not None:
+            print(f"{current}\\t{total}")
+        current, total = word, 0
+    total += int(count)
+if current is not None:
+    print(f"{current}\\t{total}")
+"""
+
+
+def streaming_word_count(console: Console, folder: Path, fs: Any, expected: dict[str, int]) -> bool:
+    """The same count as a Hadoop Streaming job, run by the `shoal` command."""
+    console.rule("[bold]the same count as a Hadoop Streaming job")
+    work = folder / "streaming"
+    work.mkdir(exist_ok=True)
+    (work / "mapper.py").write_text(MAPPER)
+    (work / "reducer.py").write_text(REDUCER)
+    args = ["mapreduce", "streaming", "-cluster", str(folder), "-input", "/demo/corpus",
+            "-output", "/demo/wordcount-streaming", "-mapper", "python3 mapper.py", "-combiner", "python3 reducer.py",
+            "-reducer", "python3 reducer.py", "-file", str(work / "mapper.py"), "-file", str(work / "reducer.py"),
+            "-numReduceTasks", "2", "-quiet"]
+    console.print("$ shoal " + shlex.join(args))
+    shoal_cmd = Path(sys.executable).with_name("shoal")
+    command = [str(shoal_cmd)] if shoal_cmd.exists() else [sys.executable, "-c", "from shoal.cli.main import main; main()"]
+    t0 = time.monotonic()
+    proc = subprocess.run(command + args, capture_output=True, text=True,
+                          env={**os.environ, "SHOAL_JOBS_DIR": str(folder / "jobs")})
+    if proc.returncode != 0:
+        console.print(f"[red]the streaming job failed:[/red] {proc.stderr.strip()}")
+        return False
+    console.print(f"finished in {time.monotonic() - t0:.1f}s; Hadoop's job counters:")
+    console.print(proc.stderr.strip(), markup=False, highlight=False)
+    got: dict[str, int] = {}
+    for st in fs.listdir("/demo/wordcount-streaming"):
+        if st.path.rsplit("/", 1)[1].startswith("part-"):
+            for line in fs.cat(st.path).decode().splitlines():
+                word, _, count = line.partition("\t")
+                got[word] = int(count)
+    if got != expected:
+        console.print("[red]MISMATCH: the streaming job's counts differ from a single-process count[/red]")
+        return False
+    console.print(f"{len(got)} distinct words in shoal:///demo/wordcount-streaming; counts match exactly")
     return True
 
 

@@ -35,7 +35,7 @@ Usage: shoal mapreduce streaming -input PATH -output PATH -mapper CMD [options]
   -master URL            local[N], local[*] or shoal (default: $SHOAL_MASTER, else local[*])
   -cluster DIR|URL       run on this cluster (its workers run the tasks; paths without a
                          scheme are then on its DFS, as with Hadoop's default file system)
-  -quiet                 no progress bars
+  -quiet                 no progress bars (-verbose is accepted, as Hadoop's, and changes nothing)
 Paths: local, file:/abs, or shoal:///abs (the DFS).
 """
 
@@ -45,7 +45,7 @@ VALUE_OPTIONS = {
     "numReduceTasks": False, "partitioner": False, "file": True, "files": True, "cmdenv": True,
     "D": True, "master": False, "cluster": False, "jt": False,
 }
-FLAGS = {"overwrite", "quiet", "verbose", "help"}
+FLAGS = {"overwrite", "quiet", "verbose", "help", "h", "info"}
 
 
 @dataclass
@@ -122,7 +122,7 @@ def streaming(argv: tuple[str, ...]) -> None:
         args = parse_streaming_args(list(argv))
     except click.UsageError as exc:
         fail(exc.message)
-    if "help" in args.flags or not argv:
+    if args.flags & {"help", "h", "info"} or not argv:
         click.echo(USAGE)
         return
     from shoal.mapreduce.conf import HASH_PARTITIONERS, KEY_FIELD_PARTITIONERS, MRConf
