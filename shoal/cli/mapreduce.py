@@ -148,7 +148,7 @@ def streaming(argv: tuple[str, ...]) -> None:
     conf = MRConf.from_properties(props, reducers)
     if reducer is None and conf.reducers > 0:
         reducer = "cat"  # Hadoop's default reducer is the identity
-    partitioner = args.one("partitioner")
+    partitioner = args.one("partitioner") or conf.partitioner_class
     if partitioner is not None and partitioner not in KEY_FIELD_PARTITIONERS | HASH_PARTITIONERS:
         fail(f"unsupported -partitioner {partitioner!r}: use org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner "
              "or HashPartitioner")

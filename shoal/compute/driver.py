@@ -39,6 +39,7 @@ from shoal.compute.protocol import (
     FetchData,
     MapOutputs,
     MapOutputsRequest,
+    MapSegment,
     PollTasks,
     RegisterExecutor,
     Registered,
@@ -150,8 +151,10 @@ class Driver:
             self.server.register(method, handler)
         self.address: tuple[str, int] = ("", 0)
         self._stopped = False
-        # Resolved (and replaced) whenever a map output registers: wakes the reduce
-        # tasks of a slow-started stage waiting in ``_on_map_outputs``.
+        # Every map output registration, per shuffle, in order (Hadoop's task completion
+        # events), and a future resolved (and replaced) on each: slow-started reduce
+        # tasks follow the maps through ``_on_map_outputs``.
+        self.map_events: dict[int, list[Any]] = {}
         self._outputs_changed: asyncio.Future | None = None
 
     # --- life cycle ------------------------------------------------------------------------
@@ -323,11 +326,14 @@ class Driver:
         _wake(ex.waiter, None)
 
     def _completed(self, eff: TaskCompleted) -> None:
-        if eff.job_id is None:
-            _wake(self._outputs_changed, None)
         res = self.task_results.get(eff.task_id)
         if res is None:
             return
+        if eff.job_id is None and res.map_status is not None:
+            plan = self.registry.by_id.get(self.sched.attempts[eff.task_id].stage_id)
+            if plan is not None and plan.shuffle_dep is not None:
+                self.map_events.setdefault(plan.shuffle_dep.shuffle_id, []).append(res.map_status)
+                _wake(self._outputs_changed, None)
         if res.accumulators:
             for aid, update in pickle.loads(res.accumulators).items():
                 acc = self.accumulators.get(aid)
@@ -471,15 +477,22 @@ class Driver:
         raise BadRequest(f"unknown data kind {req.kind!r}")
 
     async def _on_map_outputs(self, req: MapOutputsRequest) -> MapOutputs:
+        """Map output registrations of a shuffle from ``req.from_event`` on, each cut to
+        the caller's reduce partition; waits up to ``wait_s`` for one."""
         deadline = time.monotonic() + max(0.0, min(req.wait_s, 60.0))
         while True:
             outs = self.sched.map_outputs.get(req.shuffle_id)
             if outs is None:
                 raise BadRequest(f"unknown shuffle {req.shuffle_id}")
-            available = sum(o is not None for o in outs)
+            events = self.map_events.get(req.shuffle_id, [])
             left = deadline - time.monotonic()
-            if available > req.known or available == len(outs) or left <= 0 or self._stopped:
-                return MapOutputs(list(outs))
+            if len(events) > req.from_event or left <= 0 or self._stopped:
+                r = req.reduce_index
+                if not all(0 <= r < len(st.offsets) - 1 for st in events[req.from_event:]):
+                    raise BadRequest(f"no reduce partition {r} in shuffle {req.shuffle_id}")
+                new = [MapSegment(st.map_index, st.node_id, st.service, st.data_path, st.offsets[r],
+                                  st.offsets[r + 1] - st.offsets[r]) for st in events[req.from_event:]]
+                return MapOutputs(new, len(events), len(outs))
             if self._outputs_changed is None or self._outputs_changed.done():
                 self._outputs_changed = self.loop.create_future()
             try:

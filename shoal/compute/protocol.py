@@ -101,17 +101,32 @@ class Data(msgspec.Struct, frozen=True):
 
 
 class MapOutputsRequest(msgspec.Struct, frozen=True):
-    """A reduce task that started early (slow start) asks for the map outputs of a
-    shuffle; the driver answers once more than ``known`` exist, all exist, or
-    ``wait_s`` passed."""
+    """A reduce task that started early (slow start) follows the map outputs of a
+    shuffle as they register (Hadoop's task completion events): it asks for events
+    from ``from_event`` on, for its ``reduce_index``; the driver answers once there
+    is one, or after ``wait_s``."""
 
     shuffle_id: int
-    known: int = 0
+    reduce_index: int
+    from_event: int = 0
     wait_s: float = 0.0
 
 
+class MapSegment(msgspec.Struct, frozen=True, array_like=True):
+    """Where one map output's segment for one reduce partition is."""
+
+    map_index: int
+    node_id: str
+    service: tuple[str, int] | None
+    data_path: str
+    offset: int
+    length: int
+
+
 class MapOutputs(msgspec.Struct, frozen=True):
-    statuses: list[MapStatus | None]
+    events: list[MapSegment]  # registrations from ``from_event`` on, in order
+    next_event: int  # ask from here next time
+    total_maps: int
 
 
 REGISTER = Method("compute.register", RegisterExecutor, Registered)

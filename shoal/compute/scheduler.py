@@ -55,6 +55,7 @@ class JobScheduler(SlowStart):
         self.stages: dict[int, Stage] = {}
         self.shuffle_stage: dict[int, int] = {}  # shuffle id -> map stage id
         self.map_outputs: dict[int, list[Any]] = {}  # shuffle id -> status per map partition
+        self.outputs_ready: dict[int, float] = {}  # shuffle id -> when its last output registered
         self.jobs: dict[int, Job] = {}
         self.task_sets: dict[int, TaskSet] = {}  # stage id -> its live task set
         self.waiting: set[int] = set()  # stages waiting for parents
@@ -158,7 +159,7 @@ class JobScheduler(SlowStart):
                 running.remove(att.task_id)
             if att.partition not in ts.done:
                 ts.done.add(att.partition)
-                ts.durations.append(now - att.start)
+                ts.durations.append(now - self._run_start(att))
             for other in ts.running.pop(att.partition, []):
                 self._kill(other, "another attempt of this task succeeded", now)
         if stage is None:
@@ -168,6 +169,8 @@ class JobScheduler(SlowStart):
             outs = self.map_outputs[spec.shuffle_id]
             if outs[att.partition] is None:
                 outs[att.partition] = ev.map_status
+                if all(o is not None for o in outs):
+                    self.outputs_ready[spec.shuffle_id] = now
                 self._out.append(TaskCompleted(att.task_id, None, att.partition))
             self._check_stage_done(spec.stage_id, now)
             return
@@ -503,6 +506,16 @@ class JobScheduler(SlowStart):
         self._out.append(LaunchTask(task_id, ts.stage_id, ts.attempt, partition, attempt, place.executor,
                                     level, speculative))
 
+    def _run_start(self, att: TaskAttempt) -> float:
+        """When a task began its own work: a slow-started reduce task waits for the
+        maps first, and that wait is not a straggler's slowness."""
+        spec = self.stages[att.stage_id].spec
+        if spec.slow_start is None:
+            return att.start
+        ready = [self.outputs_ready.get(self.stages[p].spec.shuffle_id, att.start)  # type: ignore[arg-type]
+                 for p in spec.parents if p in self.stages]
+        return max([att.start, *ready])
+
     def _find_speculatable(self, now: float) -> None:
         c = self.conf
         for ts in self.task_sets.values():
@@ -516,5 +529,5 @@ class JobScheduler(SlowStart):
             for p, tids in ts.running.items():
                 if p in ts.done or p in ts.speculated or len(tids) != 1:
                     continue
-                if now - self.attempts[tids[0]].start > threshold:
+                if now - self._run_start(self.attempts[tids[0]]) > threshold:
                     ts.speculated.add(p)

@@ -122,9 +122,10 @@ def commit_map_output(tmp_data: str, data_path: str, index_path: str, offsets: l
     (offsets, counts) are returned and this attempt's file is dropped. Data is
     renamed before the index, under the application's lock, so a reader trusting
     an index always finds its data."""
-    app_dir = os.path.dirname(data_path)
-    tmp_index = index_path + os.path.basename(tmp_data)[len(os.path.basename(data_path)):]
+    tmp_index = None
     try:
+        app_dir = os.path.dirname(data_path)
+        tmp_index = index_path + os.path.basename(tmp_data)[len(os.path.basename(data_path)):]
         with open(tmp_index, "wb") as f:
             f.write(encode_index(offsets, counts))
         lock = os.open(os.path.join(app_dir, COMMIT_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -141,6 +142,7 @@ def commit_map_output(tmp_data: str, data_path: str, index_path: str, offsets: l
     finally:
         for path in (tmp_data, tmp_index):
             try:
-                os.unlink(path)
+                if path is not None:
+                    os.unlink(path)
             except FileNotFoundError:
                 pass

@@ -162,15 +162,15 @@ class TaskContext:
             metrics=self.read_metrics,
         )
 
-    def map_outputs(self, shuffle_id: int, known: int, wait_s: float) -> list:
-        """The current map statuses of a shuffle (None: not done yet), once more than
-        ``known`` exist or ``wait_s`` passed: how a slow-started reduce task follows
-        the maps still running."""
+    def map_output_events(self, shuffle_id: int, reduce_index: int, from_event: int, wait_s: float) -> Any:
+        """Map outputs of a shuffle registered since ``from_event`` (a ``MapOutputs``),
+        waiting up to ``wait_s`` for one: how a slow-started reduce task follows the
+        maps still running."""
         from shoal.compute.protocol import MAP_OUTPUTS, MapOutputsRequest
 
         assert self.env.driver is not None
-        reply = self.env.driver.call(MAP_OUTPUTS, MapOutputsRequest(shuffle_id, known, wait_s), timeout_s=wait_s + 30.0)
-        return reply.statuses
+        return self.env.driver.call(MAP_OUTPUTS, MapOutputsRequest(shuffle_id, reduce_index, from_event, wait_s),
+                                    timeout_s=wait_s + 30.0)
 
     def fetch_data(self, kind: str, ident: int, index: int = 0) -> bytes:
         from shoal.compute.protocol import FETCH, FetchData

@@ -13,7 +13,7 @@ The mapper gets ``(None, line)`` for each input line (TextInputFormat's value).
 Keys are sorted by value (None, bool, int, float, str, bytes and tuples of them;
 numbers compare numerically across types) and each reducer call gets one key with
 an iterator over its values. Output lines are ``str(key)<TAB>str(value)``, as
-Hadoop's TextOutputFormat writes them.
+Hadoop's TextOutputFormat writes them (a None key or value is left out, with the tab).
 """
 
 from __future__ import annotations
@@ -240,7 +240,8 @@ class _LineWriter:
         parts = self.parts
         for item in pairs:
             key, value = _pair(item, self.where)
-            line = f"{key}\t{value}\n"
+            # TextOutputFormat leaves out a null key or value, and then the tab.
+            line = f"{value}\n" if key is None else f"{key}\n" if value is None else f"{key}\t{value}\n"
             parts.append(line)
             self.size += len(line)
             if self.size >= WRITE_BYTES:

@@ -17,6 +17,7 @@ import os
 import secrets
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 
 from shoal.compute.shuffle_format import MapStatus, commit_map_output, shuffle_paths
@@ -105,16 +106,15 @@ class MapOutputCollector:
                     if self.buffer:
                         self._spill()
                     segments, counts = self._merge_spills(f)
-                f.flush()
-                os.fsync(f.fileno())
+            self.discard()
+            offsets = [0] + [off + length for off, length in segments]
+            self.counters.incr(C.FRAMEWORK, C.MAP_OUTPUT_MATERIALIZED_BYTES, offsets[-1])
+            # No fsync: a map output lost with its node is computed again (as Hadoop).
+            offsets, counts = commit_map_output(tmp, data_path, index_path, offsets, counts)
         except BaseException:
             _unlink(tmp)
             self.discard()
             raise
-        self.discard()
-        offsets = [0] + [off + length for off, length in segments]
-        self.counters.incr(C.FRAMEWORK, C.MAP_OUTPUT_MATERIALIZED_BYTES, offsets[-1])
-        offsets, counts = commit_map_output(tmp, data_path, index_path, offsets, counts)
         return MapStatus(map_index, node_id, tuple(service) if service else None, data_path, offsets, counts)
 
     def _merge_spills(self, f) -> tuple[list[tuple[int, int]], list[int]]:
@@ -138,7 +138,7 @@ class MapOutputCollector:
                     pieces.extend(decode(payload) for payload in read_local_segment(seg, -1))
             table = sort_by_key(concat(pieces), with_partition=False)
             if combine and table.num_rows:
-                with_p = table.add_column(0, "p", pa.array([p] * table.num_rows, pa.int32()))
+                with_p = table.add_column(0, "p", pa.array(np.full(table.num_rows, p, np.int32)))
                 table = self._combined(with_p)
             n = table.num_rows
             length = 0

@@ -21,6 +21,8 @@ ALIASES = {
     "mapred.reduce.tasks.speculative.execution": "mapreduce.reduce.speculative",
     "mapred.job.shuffle.input.buffer.percent": "mapreduce.reduce.shuffle.input.buffer.percent",
     "mapred.text.key.partitioner.options": "mapreduce.partition.keypartitioner.options",
+    "map.output.key.field.separator": "mapreduce.map.output.key.field.separator",
+    "mapred.partitioner.class": "mapreduce.job.partitioner.class",
     "mapred.text.key.comparator.options": "mapreduce.partition.keycomparator.options",
     "mapred.output.key.comparator.class": "mapreduce.job.output.key.comparator.class",
     "mapred.output.compress": "mapreduce.output.fileoutputformat.compress",
@@ -85,6 +87,8 @@ class MRConf:
     map_output_key_fields: int = 1  # stream.num.map.output.key.fields
     reduce_input_separator: bytes = b"\t"  # stream.reduce.input.field.separator
     partitioner_options: str = ""  # mapreduce.partition.keypartitioner.options
+    partitioner_class: str | None = None  # mapreduce.job.partitioner.class
+    key_field_separator: bytes = b"\t"  # mapreduce.map.output.key.field.separator (key-field -k options)
     comparator_options: str | None = None  # set when the KeyFieldBasedComparator is chosen
     # Every property as given (streaming exports them to the tasks' environment).
     properties: dict[str, str] = field(default_factory=dict)
@@ -114,13 +118,21 @@ class MRConf:
             if key in p:
                 setattr(c, attr, _bool(key, p[key]))
         for attr, key in (("map_output_separator", "stream.map.output.field.separator"),
-                          ("reduce_input_separator", "stream.reduce.input.field.separator")):
+                          ("reduce_input_separator", "stream.reduce.input.field.separator"),
+                          ("key_field_separator", "mapreduce.map.output.key.field.separator")):
             if key in p:
                 sep = _unescape(p[key]).encode()
                 if not sep or b"\n" in sep:
                     raise ConfigError(f"{key}={p[key]!r}: the separator must be non-empty and not a newline")
                 setattr(c, attr, sep)
         c.partitioner_options = p.get("mapreduce.partition.keypartitioner.options", "")
+        if not c.partitioner_options and "num.key.fields.for.partition" in p:  # Hadoop 1's spelling of -k1,N
+            n = _number("num.key.fields.for.partition", p["num.key.fields.for.partition"], int, 1, 1000)
+            c.partitioner_options = f"-k1,{n}"
+        c.partitioner_class = p.get("mapreduce.job.partitioner.class")
+        if c.partitioner_class is not None and c.partitioner_class not in KEY_FIELD_PARTITIONERS | HASH_PARTITIONERS:
+            raise ConfigError(f"mapreduce.job.partitioner.class={c.partitioner_class!r}: only "
+                              "org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner and HashPartitioner are supported")
         comparator = p.get("mapreduce.job.output.key.comparator.class")
         if comparator is not None:
             if comparator not in KEY_FIELD_COMPARATORS:

@@ -165,7 +165,9 @@ class ReduceRDD(ShuffledRDD):
         self.buffer_fraction = buffer_fraction
 
     def compute(self, split: Partition, tc: TaskContext) -> Iterator:
-        budget = max(1 << 20, int(tc.env.memory_limit_bytes * self.buffer_fraction))
+        # Sorting what is held takes two more copies of it (concatenated, then ordered):
+        # hold a third of the shuffle buffer so the peak stays within it.
+        budget = max(1 << 20, int(tc.env.memory_limit_bytes * self.buffer_fraction / 3))
         return ReduceInput(tc, self.dep.shuffle_id, split.index, memory_budget=budget, counters=Counters())
 
 
@@ -211,7 +213,8 @@ def _file_cache(base: str, files: Broadcast) -> str:
         path = os.path.join(tmp, name)
         with open(path, "wb") as f:
             f.write(data)
-        os.chmod(path, mode & 0o777)
+        # Executable, as Hadoop makes a shipped program (``-mapper wc_map.py``).
+        os.chmod(path, (mode & 0o777) | 0o555)
     try:
         os.rename(tmp, cache)
     except OSError:  # another task of this executor got there first
@@ -259,9 +262,12 @@ class ReduceWrite:
 
     def __call__(self, out: IO[bytes], inp: ReduceInput) -> tuple[int, int]:
         counters = inp.counters
-        with task_workspace(self.plan, False) as info:
-            inp.fetch_all()
-            n, nbytes = self.plan.logic.reduce(_counted(inp.sorted_batches(), counters), out, info, counters)
+        try:
+            with task_workspace(self.plan, False) as info:
+                inp.fetch_all()
+                n, nbytes = self.plan.logic.reduce(_counted(inp.sorted_batches(), counters), out, info, counters)
+        finally:
+            inp.close()  # run files, also when the fetch failed or the task was killed (preempted)
         counters.incr(C.FRAMEWORK, C.REDUCE_OUTPUT_RECORDS, n)
         counters.incr(C.OUTPUT, C.BYTES_WRITTEN, nbytes)
         C.report(self.plan.counters, "r", info.partition, counters)

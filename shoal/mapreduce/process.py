@@ -81,15 +81,18 @@ def _split(command: str) -> list[str]:
 
 
 def _find_program(name: str, cwd: str, env: dict[str, str]) -> str | None:
-    """The absolute path to execute for ``argv[0]``: on the command's PATH, else in ``cwd``
-    (where Hadoop ships ``-file`` scripts); a name holding a '/' is relative to ``cwd``.
-    Absolute, because the child resolves a relative one after changing to ``cwd``."""
+    """The absolute path to execute for ``argv[0]``: in ``cwd`` first (where ``-file``
+    scripts are shipped: Hadoop puts the task directory first on the PATH), then on
+    the command's PATH; a name holding a '/' is relative to ``cwd``. Absolute, because
+    the child resolves a relative one after changing to ``cwd``."""
+    path = os.path.join(os.path.abspath(cwd), name)
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
     if "/" not in name:
         found = shutil.which(name, path=env.get("PATH", os.defpath))
         if found is not None:
             return os.path.abspath(found)
-    path = os.path.join(os.path.abspath(cwd), name)
-    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+    return None
 
 
 def _kill_group(pgid: int) -> None:

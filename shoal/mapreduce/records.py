@@ -152,14 +152,17 @@ def partition_bounds(table: pa.Table, n: int) -> np.ndarray:
     return np.searchsorted(p, np.arange(n + 1, dtype=np.int32), side="left")
 
 
-def encode(table: pa.Table) -> bytes:
+def encode(table: pa.Table) -> bytearray:
     """One framed payload: the (k, v) columns as an Arrow IPC stream."""
     kv = table.select(["k", "v"])
     sink = pa.BufferOutputStream()
     with ipc.new_stream(sink, KV_SCHEMA, options=IPC_OPTIONS) as writer:
         writer.write_table(kv)
     payload = sink.getvalue()
-    return BATCH_HEADER.pack(payload.size) + payload.to_pybytes()
+    out = bytearray(BATCH_HEADER.size + payload.size)
+    BATCH_HEADER.pack_into(out, 0, payload.size)
+    out[BATCH_HEADER.size:] = memoryview(payload)
+    return out
 
 
 def decode(payload: bytes | memoryview) -> pa.Table:

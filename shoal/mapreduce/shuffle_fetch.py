@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 
-from shoal.compute.shuffle_format import MapStatus
+from shoal.compute.protocol import MapSegment
 from shoal.compute.shuffle_read import Segment, read_local_segment
 from shoal.compute.shuffle_service import ShuffleClient
 from shoal.errors import FetchFailed
@@ -50,50 +50,53 @@ class ReduceInput:
 
     # --- fetching -------------------------------------------------------------------------
     def fetch_all(self) -> None:
-        """Fetch every map output's segment, waiting for maps still running."""
-        statuses: list[MapStatus | None] = list(self.tc.map_statuses.get(self.shuffle_id, []))
-        if not statuses:
-            statuses = self.tc.map_outputs(self.shuffle_id, 0, 0.0)
-        fetched: set[int] = set()
-        while True:
-            new = [(m, st) for m, st in enumerate(statuses) if st is not None and m not in fetched]
-            if new:
-                self._fetch(new)
-                fetched.update(m for m, _ in new)
-            if len(fetched) == len(statuses):
-                return
-            statuses = self.tc.map_outputs(self.shuffle_id, len(fetched), POLL_WAIT_S)
-
-    def _fetch(self, outputs: list[tuple[int, MapStatus]]) -> None:
-        env = self.tc.env
+        """Fetch every map output's segment, following the maps still running."""
         r = self.reduce_index
-        remote: dict[tuple[str, int], list[int]] = {}
+        known = [MapSegment(st.map_index, st.node_id, st.service, st.data_path, st.offsets[r],
+                            st.offsets[r + 1] - st.offsets[r])
+                 for st in self.tc.map_statuses.get(self.shuffle_id, []) if st is not None]
+        fetched: set[int] = set()
+        next_event, total = 0, None
+        while True:
+            new = {seg.map_index: seg for seg in known if seg.map_index not in fetched}
+            if new:
+                self._fetch(list(new.values()))
+                fetched.update(new)
+            if total is not None and len(fetched) >= total:
+                return
+            reply = self.tc.map_output_events(self.shuffle_id, r, next_event, POLL_WAIT_S)
+            known, next_event, total = reply.events, reply.next_event, reply.total_maps
+            if len(fetched) >= total:
+                return
+
+    def _fetch(self, segments: list[MapSegment]) -> None:
+        env = self.tc.env
+        remote: dict[tuple[str, int], list[MapSegment]] = {}
         metrics = self.tc.read_metrics
-        for m, st in outputs:
-            start, end = st.offsets[r], st.offsets[r + 1]
+        for seg in segments:
             self.counters.incr(C.FRAMEWORK, C.SHUFFLED_MAPS)
-            if end <= start:
+            if seg.length <= 0:
                 continue
-            if st.node_id == env.node_id and os.path.exists(st.data_path):
-                seg = Segment(m, st.node_id, st.data_path, start, end - start)
-                for payload in read_local_segment(seg, self.shuffle_id):
-                    self._hold(m, payload)
-                metrics.local_bytes += end - start
+            if seg.node_id == env.node_id and os.path.exists(seg.data_path):
+                local = Segment(seg.map_index, seg.node_id, seg.data_path, seg.offset, seg.length)
+                for payload in read_local_segment(local, self.shuffle_id):
+                    self._hold(seg.map_index, payload)
+                metrics.local_bytes += seg.length
                 metrics.local_segments += 1
-            elif st.service is None:
-                raise FetchFailed(f"output of map {m} of shuffle {self.shuffle_id} is on {st.node_id} "
-                                  "(no shuffle service)", shuffle_id=self.shuffle_id, map_index=m,
-                                  node_id=st.node_id)
+            elif seg.service is None:
+                raise FetchFailed(f"output of map {seg.map_index} of shuffle {self.shuffle_id} is on {seg.node_id} "
+                                  "(no shuffle service)", shuffle_id=self.shuffle_id, map_index=seg.map_index,
+                                  node_id=seg.node_id)
             else:
-                remote.setdefault((st.service[0], int(st.service[1])), []).append(m)
-        nodes = {m: st.node_id for m, st in outputs}
-        for address, maps in remote.items():
+                remote.setdefault((seg.service[0], int(seg.service[1])), []).append(seg)
+        for address, segs in remote.items():
+            nodes = {seg.map_index: seg.node_id for seg in segs}
             client = ShuffleClient(address, env.shuffle_secret or env.secret)
             try:
-                for m, payload in client.fetch_batches(env.app_id, self.shuffle_id, maps, r):
+                for m, payload in client.fetch_batches(env.app_id, self.shuffle_id, list(nodes), self.reduce_index):
                     self._hold(m, payload)
                     metrics.remote_bytes += len(payload)
-                metrics.remote_segments += len(maps)
+                metrics.remote_segments += len(segs)
             except FetchFailed as exc:
                 raise FetchFailed(str(exc), shuffle_id=self.shuffle_id, map_index=exc.map_index,
                                   node_id=nodes.get(exc.map_index, "")) from None
@@ -114,9 +117,10 @@ class ReduceInput:
             self._spill_held()
 
     def _spill_held(self) -> None:
-        table = sort_by_key(concat(self.held), with_partition=False)
-        self.counters.incr(C.FRAMEWORK, C.MERGED_MAP_OUTPUTS, len(self.held))
-        self.held, self.held_bytes = [], 0
+        held, self.held, self.held_bytes = self.held, [], 0
+        self.counters.incr(C.FRAMEWORK, C.MERGED_MAP_OUTPUTS, len(held))
+        table = sort_by_key(concat(held), with_partition=False)
+        del held
         path = os.path.join(self.work_dir, f"reduce-run-{os.getpid()}-{secrets.token_hex(6)}.arrow")
         self.runs.append(path)
         with ipc.new_file(path, KV_SCHEMA, options=IPC_OPTIONS) as writer:
@@ -130,9 +134,10 @@ class ReduceInput:
     def sorted_batches(self) -> Iterator[pa.Table]:
         """The whole partition in key order, as tables of at most MERGE_BATCH_ROWS rows."""
         try:
-            self.counters.incr(C.FRAMEWORK, C.MERGED_MAP_OUTPUTS, len(self.held))
-            memory = sort_by_key(concat(self.held), with_partition=False)
-            self.held, self.held_bytes = [], 0
+            held, self.held, self.held_bytes = self.held, [], 0
+            self.counters.incr(C.FRAMEWORK, C.MERGED_MAP_OUTPUTS, len(held))
+            memory = sort_by_key(concat(held), with_partition=False)
+            del held
             if not self.runs:
                 for start in range(0, memory.num_rows, MERGE_BATCH_ROWS):
                     yield memory.slice(start, MERGE_BATCH_ROWS)

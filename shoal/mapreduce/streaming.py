@@ -15,6 +15,7 @@ from stderr lines ``reporter:counter:<group>,<counter>,<amount>`` and
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
@@ -27,7 +28,7 @@ from shoal.mapreduce.conf import MRConf
 from shoal.mapreduce.counters import Counters
 from shoal.mapreduce.job import TaskInfo, TaskLogic
 from shoal.mapreduce.keys import KeyFieldHelper, parse_key_field_options
-from shoal.mapreduce.process import run_streaming_command
+from shoal.mapreduce.process import run_streaming_command, split_command
 from shoal.mapreduce.records import StreamingFormat, lines_array, sort_lines, value_bytes
 
 # Mapper output is turned into Arrow batches this many bytes at a time.
@@ -51,6 +52,7 @@ class StreamingLogic(TaskLogic):
     fmt: StreamingFormat = field(default_factory=StreamingFormat)
     partitioner_options: str | None = None  # KeyFieldBasedPartitioner's -k options
     comparator_options: str | None = None  # KeyFieldBasedComparator's options
+    key_field_separator: bytes = b"\t"  # how those options split a key into fields
     cmdenv: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
 
@@ -60,21 +62,21 @@ class StreamingLogic(TaskLogic):
     def from_conf(cls, mapper: str, reducer: str | None, combiner: str | None, conf: MRConf,
                   keyfield_partitioner: bool, cmdenv: dict[str, str]) -> StreamingLogic:
         """Validates key-field options on the driver, so a typo fails before any task."""
-        sep = conf.map_output_separator
         logic = cls(IDENTITY.get(mapper, mapper), IDENTITY.get(reducer, reducer) if reducer else None,
                     IDENTITY.get(combiner, combiner) if combiner else None,
-                    StreamingFormat(sep, conf.map_output_key_fields, conf.reduce_input_separator),
+                    StreamingFormat(conf.map_output_separator, conf.map_output_key_fields, conf.reduce_input_separator),
                     conf.partitioner_options if keyfield_partitioner else None, conf.comparator_options,
-                    dict(cmdenv), dict(conf.properties))
-        if logic.partitioner_options is not None:
-            KeyFieldHelper(sep, parse_key_field_options(logic.partitioner_options))
-        if logic.comparator_options is not None:
-            KeyFieldHelper(sep, parse_key_field_options(logic.comparator_options))
+                    conf.key_field_separator, dict(cmdenv), dict(conf.properties))
+        for command in (logic.mapper, logic.reducer, logic.combiner_command):
+            if command is not None:
+                split_command(command)  # an unbalanced quote fails here, not in every task
+        logic._helpers()
         return logic
 
     # --- helpers ---------------------------------------------------------------------------
     def _helpers(self) -> tuple[Callable[[bytes], bytes] | None, Callable[[bytes], bytes] | None]:
-        sep = self.fmt.separator
+        """The key-field partitioner's and comparator's functions (ValueError on bad options)."""
+        sep = self.key_field_separator
         part = sort = None
         if self.partitioner_options is not None:
             part = KeyFieldHelper(sep, parse_key_field_options(self.partitioner_options)).partition_bytes
@@ -83,12 +85,12 @@ class StreamingLogic(TaskLogic):
         return part, sort
 
     def env(self, task: TaskInfo) -> dict[str, str]:
-        """The task's environment: the executor's, every job property with dots as
-        underscores (as Hadoop exports the job configuration), -cmdenv, and the task's
+        """The task's environment: the executor's, every -D property with each character
+        other than letters and digits as "_" (as Hadoop exports them), -cmdenv, and the task's
         identity and input split."""
         env = dict(os.environ)
         for key, value in self.properties.items():
-            env[key.replace(".", "_")] = value
+            env[re.sub(r"[^A-Za-z0-9]", "_", key)] = value
         env.update({
             "mapreduce_job_id": task.job_id, "mapreduce_task_id": task.task_id,
             "mapreduce_task_attempt_id": task.attempt_id, "mapreduce_task_partition": str(task.partition),
@@ -200,6 +202,8 @@ class OutputParser:
             self._batch(data)
 
     def _batch(self, data: bytes) -> None:
+        if b"\r\n" in data:  # Hadoop's line reader ends a line at "\r\n" too
+            data = data.replace(b"\r\n", b"\n")
         lines = lines_array(data)
         self.records += len(lines)
         self.bytes += len(data)

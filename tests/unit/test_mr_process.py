@@ -119,7 +119,7 @@ def test_the_command_leads_its_own_session() -> None:
     assert out == b"True\n"
 
 
-def test_program_is_looked_up_on_path_then_in_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_program_is_looked_up_in_cwd_then_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / "wc_map.py"
     script.write_text(f"#!{PY}\nimport sys\nfor line in sys.stdin: print(len(line.split()))\n")
     script.chmod(0o755)
@@ -131,7 +131,10 @@ def test_program_is_looked_up_on_path_then_in_cwd(tmp_path: Path, monkeypatch: p
     assert run("wc_map.py", b"a\n", cwd=tmp_path.name)[0] == b"1\n"
     (tmp_path / "cat").write_text("#!/bin/sh\necho not the real cat\n")
     (tmp_path / "cat").chmod(0o755)
-    assert run("cat", b"real\n", cwd=str(tmp_path))[0] == b"real\n"  # PATH first
+    # The task directory comes first, as Hadoop puts it first on the PATH: a shipped
+    # program wins over the system's of the same name.
+    assert run("cat", b"real\n", cwd=str(tmp_path))[0] == b"not the real cat\n"
+    assert run("tr a b", b"a\n", cwd=str(tmp_path))[0] == b"b\n"  # not shipped: from PATH
 
 
 def test_missing_or_unrunnable_programs_are_named(tmp_path: Path) -> None:

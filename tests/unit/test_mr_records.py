@@ -528,7 +528,8 @@ def test_output_parser_emits_whole_lines(case: tuple[bytes, list[bytes]]) -> Non
     parser.close()
     event(f"arrays emitted: {min(len(emitted), 2)}")
     got = [v for arr in emitted for v in arr.to_pylist()]
-    assert got == as_lines(data)
+    # A line may end with "\r\n" too (Hadoop's line reader): it is emitted with "\n".
+    assert got == [line[:-2] + b"\n" if line.endswith(b"\r\n") else line for line in as_lines(data)]
     assert all(len(arr) for arr in emitted)
     assert parser.records == len(got)
     assert parser.bytes == sum(len(v) for v in got)
