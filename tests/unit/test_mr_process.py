@@ -129,7 +129,7 @@ def test_program_is_looked_up_in_cwd_then_on_path(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path.parent)  # a relative working directory
     assert run("./wc_map.py", b"a\n", cwd=tmp_path.name)[0] == b"1\n"
     assert run("wc_map.py", b"a\n", cwd=tmp_path.name)[0] == b"1\n"
-    (tmp_path / "cat").write_text("#!/bin/sh\necho not the real cat\n")
+    (tmp_path / "cat").write_text("#!/bin/sh\nwhile read -r line; do :; done\necho not the real cat\n")
     (tmp_path / "cat").chmod(0o755)
     # The task directory comes first, as Hadoop puts it first on the PATH: a shipped
     # program wins over the system's of the same name.
