@@ -3,6 +3,7 @@ peer in its own session (killed with everything it started on a timeout)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -275,14 +276,7 @@ class Workload:
     interrupted: bool = False
 
     def run_once(self, peer: str, run_no: int) -> Run:
-        tag = f"{self.name}-{peer}-{run_no}"
-        out = self.work / "out" / tag
-        result_path = self.work / "results" / f"{tag}.json"
-        log_path = self.work / "logs" / f"{tag}.log"
-        for p in (out.parent, result_path.parent, log_path.parent):
-            p.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(out, ignore_errors=True)
-        result_path.unlink(missing_ok=True)
+        out, result_path, log_path = run_paths(self.work, f"{self.name}-{peer}-{run_no}")
         if peer == "gnu-sort":
             out.mkdir()
             cmd = ["sort", "-S", "50%", "--parallel=2", "-o", str(out / "part-00000"), str(self.input)]
@@ -350,3 +344,36 @@ def warm(path: Path) -> None:
     with open(path, "rb") as f:
         while f.read(16 * 1024 * 1024):
             pass
+
+
+# --- shared by compute.py and mapreduce.py ----------------------------------------------------
+def add_run_args(ap: argparse.ArgumentParser, default_data_dir: Path, data_help: str, seed: int) -> None:
+    """--data-dir, --seed, --timeout, --workdir and --keep, as every compute bench takes them."""
+    ap.add_argument("--data-dir", type=Path, default=default_data_dir, help=data_help)
+    ap.add_argument("--seed", type=int, default=seed, help="seed of the generated inputs")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one peer run may take before it is killed (default 1800)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None,
+        help="parent folder for outputs, programs and logs (default: the temp dir); a fresh subfolder is "
+        "made in it and removed afterwards unless --keep",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (programs, logs)")
+
+
+def check_run_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    if args.timeout <= 0:
+        ap.error("--timeout must be positive")
+
+
+def run_paths(work: Path, tag: str) -> tuple[Path, Path, Path]:
+    """(output folder, result file, log file) of one peer run, fresh: parents made, old ones gone."""
+    out = work / "out" / tag
+    result_path = work / "results" / f"{tag}.json"
+    log_path = work / "logs" / f"{tag}.log"
+    for p in (out.parent, result_path.parent, log_path.parent):
+        p.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    result_path.unlink(missing_ok=True)
+    return out, result_path, log_path

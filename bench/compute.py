@@ -56,7 +56,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, log, machine_info, mb_per_s, median, rounded, size_arg  # noqa: E402
-from _compute_runner import Run, Workload, compile_shoal, peer_env, peer_status, warm  # noqa: E402
+from _compute_runner import (  # noqa: E402
+    Run, Workload, add_run_args, check_run_args, compile_shoal, peer_env, peer_status, warm,
+)
 from _compute_data import (  # noqa: E402
     DEFAULT_SEED,
     ensure_corpus,
@@ -117,23 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peers", type=_csv_choice(PEERS, "peer"), default=list(PEERS),
         help=f"comma-separated peers to run (default {','.join(PEERS)})",
     )
-    ap.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-        help="where generated inputs are cached (default bench/out/compute-data, git-ignored)",
-    )
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the generated inputs")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one peer run may take before it is killed (default 1800)")
-    ap.add_argument(
-        "--workdir", type=Path, default=None,
-        help="parent folder for outputs, programs and logs (default: the temp dir); a fresh subfolder is "
-        "made in it and removed afterwards unless --keep",
-    )
-    ap.add_argument("--keep", action="store_true", help="keep the work folder (programs, logs)")
+    add_run_args(ap, DEFAULT_DATA_DIR, "where generated inputs are cached (default bench/out/compute-data, "
+                 "git-ignored)", DEFAULT_SEED)
     args = ap.parse_args(argv)
-    if args.repeat < 1:
-        ap.error("--repeat must be at least 1")
-    if args.timeout <= 0:
-        ap.error("--timeout must be positive")
+    check_run_args(ap, args)
     if "sort" in args.only and sort_records_bytes(args.size) == 0:
         ap.error("--size is smaller than one 100-byte sort record")
     return args

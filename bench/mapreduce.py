@@ -35,10 +35,8 @@ are parsed from the report the job prints on stderr.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -54,8 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit, log, machine_info, mb_per_s, median, rounded, size_arg  # noqa: E402
 from _compute_data import DEFAULT_SEED, ensure_corpus  # noqa: E402
-from _compute_runner import _probe_import, compile_shoal, gnu_sort_status, peer_env, run_command, warm  # noqa: E402
+from _compute_runner import (  # noqa: E402
+    _probe_import, add_run_args, check_run_args, compile_shoal, gnu_sort_status, peer_env, run_command, run_paths, warm,
+)
 from _mapreduce_programs import MAPPER, REDUCER, mrjob_program, rdd_program  # noqa: E402
+from _mapreduce_results import (  # noqa: E402
+    check_counters, counts_digest, key_counters, parse_report, read_counts, summary,
+)
 
 from shoal.core.units import format_size  # noqa: E402
 
@@ -77,13 +80,6 @@ DESCRIPTIONS = {
     "rdd": "shoal.spark SparkContext('local[2]'): textFile().flatMap(str.split).map(lambda w: (w, 1))"
     ".reduceByKey(add).collect() (bench/compute.py's program; pairs also written to a file)",
 }
-KEY_COUNTERS = (
-    "Map output records",
-    "Combine input records",
-    "Combine output records",
-    "Spilled Records",
-    "Reduce shuffle bytes",
-)
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "out" / "compute-data"  # shared with compute.py
 BUSY_FRACTION = 0.25
 SORT_DEFAULT_MAX_THREADS = 8  # GNU sort: --parallel defaults to the available CPUs, at most 8
@@ -108,23 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--peers", type=_peers_arg, default=list(DEFAULT_PEERS),
         help=f"comma-separated peers to run, or all (default {','.join(DEFAULT_PEERS)})",
     )
-    ap.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-        help="where the corpus is cached (default bench/out/compute-data, shared with compute.py)",
-    )
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the corpus")
-    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds one peer run may take before it is killed (default 1800)")
-    ap.add_argument(
-        "--workdir", type=Path, default=None,
-        help="parent folder for outputs, programs and logs (default: the temp dir); a fresh subfolder is "
-        "made in it and removed afterwards unless --keep",
-    )
-    ap.add_argument("--keep", action="store_true", help="keep the work folder (programs, logs)")
+    add_run_args(ap, DEFAULT_DATA_DIR, "where the corpus is cached (default bench/out/compute-data, shared with "
+                 "compute.py)", DEFAULT_SEED)
     args = ap.parse_args(argv)
-    if args.repeat < 1:
-        ap.error("--repeat must be at least 1")
-    if args.timeout <= 0:
-        ap.error("--timeout must be positive")
+    check_run_args(ap, args)
     return args
 
 
@@ -264,14 +247,7 @@ class Bench:
         return [sys.executable, str(prog), str(self.corpus), str(out), str(result), json.dumps(options)], self.env
 
     def run_once(self, peer: str, run_no: int) -> Run:
-        tag = f"{peer}-{run_no}"
-        out = self.work / "out" / tag
-        result_path = self.work / "results" / f"{tag}.json"
-        log_path = self.work / "logs" / f"{tag}.log"
-        for p in (out.parent, result_path.parent, log_path.parent):
-            p.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(out, ignore_errors=True)
-        result_path.unlink(missing_ok=True)
+        out, result_path, log_path = run_paths(self.work, f"{peer}-{run_no}")
         cmd, env = self.command(peer, out, result_path)
         os.sync()  # untimed: no run inherits another's dirty pages
         sample, error = run_command(cmd, env, log_path, self.timeout)
@@ -298,97 +274,6 @@ class Bench:
                 self.first_counts.setdefault(peer, counts)
         shutil.rmtree(out, ignore_errors=True)
         return run
-
-
-# --- outputs and counters ------------------------------------------------------------------
-def read_counts(out: Path, unix: bool) -> dict[str, int]:
-    """word -> count from an output folder: ``word<TAB>count`` part files (MapReduce,
-    RDD), or ``uniq -c``'s ``  count word`` lines. A word seen twice is an error (each
-    word must be in exactly one part file, once)."""
-    files = sorted(p for p in out.iterdir() if p.is_file() and p.name.startswith("part-")) if out.is_dir() else []
-    if not files:
-        raise ValueError("no part-* files")
-    counts: dict[str, int] = {}
-    for path in files:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                line = line.rstrip("\n")
-                if unix:
-                    count, _, word = line.lstrip(" ").partition(" ")
-                else:
-                    word, _, count = line.rpartition("\t")
-                if not word:  # uniq -c of an empty line (tr leaves none on this corpus)
-                    continue
-                if word in counts:
-                    raise ValueError(f"{path.name}: word {word!r} appears twice in the output")
-                counts[word] = int(count)
-    return counts
-
-
-def counts_digest(counts: dict[str, int]) -> str:
-    h = hashlib.sha256()
-    for word in sorted(counts):
-        h.update(f"{word}\t{counts[word]}\n".encode())
-    return h.hexdigest()
-
-
-def summary(counts: dict[str, int]) -> dict[str, Any]:
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
-    return {"distinct": len(counts), "total": sum(counts.values()), "top10": [[w, c] for w, c in top]}
-
-
-_DONE = re.compile(r"^Job (\S+) completed successfully in ([\d.]+) s \((\d+) maps, (\d+) reduces\)")
-
-
-def parse_report(text: str) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
-    """Hadoop's end-of-job report as shoal prints it: ``Job ... completed successfully
-    in X s (M maps, R reduces)``, ``Counters: N``, then ``\\tGroup`` and
-    ``\\t\\tName=value`` lines. The last report in ``text`` wins."""
-    counters: dict[str, dict[str, int]] = {}
-    report: dict[str, Any] = {}
-    group: str | None = None
-    in_counters = False
-    for line in text.splitlines():
-        m = _DONE.match(line)
-        if m:
-            report = {"job_id": m.group(1), "job_s": float(m.group(2)), "maps": int(m.group(3)), "reduces": int(m.group(4))}
-            counters, group, in_counters = {}, None, False
-            continue
-        if line.startswith("Counters: "):
-            in_counters = True
-            continue
-        if not in_counters:
-            continue
-        if line.startswith("\t\t") and group is not None and "=" in line:
-            name, _, value = line.strip("\t").rpartition("=")
-            try:
-                counters[group][name.strip()] = int(value)
-            except ValueError:
-                pass
-        elif line.startswith("\t") and not line.startswith("\t\t"):
-            group = line.strip()
-            counters.setdefault(group, {})
-        else:
-            in_counters = False
-    return counters, report
-
-
-def check_counters(counters: dict[str, dict[str, int]], answer: dict[str, Any], lines: int | None) -> dict[str, Any]:
-    """The record counters against the output: one map output record per word, one
-    reduce output record per distinct word, one map input record per corpus line."""
-    if not counters:
-        return {"ok": False, "detail": "no counters in the job's report"}
-    fw = counters.get("Map-Reduce Framework", {})
-    want = {"Map output records": answer["total"], "Reduce output records": answer["distinct"]}
-    if lines is not None:
-        want["Map input records"] = lines
-    bad = [f"{k}={fw.get(k)} (want {v})" for k, v in want.items() if fw.get(k) != v]
-    return {"ok": not bad, "detail": "; ".join(bad) or None}
-
-
-def key_counters(counters: dict[str, dict[str, int]]) -> dict[str, int | None]:
-    flat = {name: v for group in counters.values() for name, v in group.items()}
-    return {name: flat.get(name) for name in KEY_COUNTERS}
 
 
 # --- the benchmark -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from shoal.mapreduce.conf import MRConf
 from shoal.mapreduce.counters import Counters
 from shoal.mapreduce.job import JobResult, TaskInfo, TaskLogic, run_job
 from shoal.mapreduce.keys import from_sortable, sortable
-from shoal.mapreduce.records import PKV_SCHEMA, concat, hash_partitions, sort_by_key
+from shoal.mapreduce.records import hash_partitions, sort_tables
 
 EMIT_RECORDS = 1 << 16  # map output records per batch handed to the collector
 WRITE_BYTES = 1 << 20
@@ -152,7 +152,7 @@ class PythonLogic(TaskLogic):
                 batch.extend(job.combiner(key, values))
             batch.extend(job.combiner_final() or ())
             batch.flush()
-            return sort_by_key(concat(out, PKV_SCHEMA), with_partition=True)
+            return sort_tables(out, with_partition=True)
 
         return combine
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 from shoal.compute.shuffle_format import MapStatus, commit_map_output, shuffle_paths
 from shoal.compute.shuffle_read import Segment, read_local_segment
 from shoal.mapreduce import counters as C
-from shoal.mapreduce.records import PKV_SCHEMA, concat, decode, encode, partition_bounds, sort_by_key
+from shoal.mapreduce.records import PKV_SCHEMA, decode, encode, partition_bounds, sort_tables
 
 # Hadoop accounts 16 bytes of metadata per record in the sort buffer (kvmeta).
 RECORD_META_BYTES = 16
@@ -42,7 +42,7 @@ class MapOutputCollector:
                  combine: Combine | None = None, min_spills_for_combine: int = 3) -> None:
         self.partitions = partitions
         # Buffered items (tables or arrays) -> one (p, k, v) table sorted by (p, k).
-        self.sort = sort or (lambda items: sort_by_key(concat(items, PKV_SCHEMA), with_partition=True))
+        self.sort = sort or (lambda items: sort_tables(items, with_partition=True))
         self.threshold = max(1, int(buffer_bytes * spill_percent))
         self.work_dir = work_dir
         self.counters = counters
@@ -136,7 +136,7 @@ class MapOutputCollector:
                 if length:
                     seg = Segment(-1, "", path, off, length)
                     pieces.extend(decode(payload) for payload in read_local_segment(seg, -1))
-            table = sort_by_key(concat(pieces), with_partition=False)
+            table = sort_tables(pieces, with_partition=False)
             if combine and table.num_rows:
                 with_p = table.add_column(0, "p", pa.array(np.full(table.num_rows, p, np.int32)))
                 table = self._combined(with_p)

@@ -40,7 +40,7 @@ from shoal.mapreduce import counters as C
 from shoal.mapreduce.collector import Combine, MapOutputCollector
 from shoal.mapreduce.conf import MRConf
 from shoal.mapreduce.counters import Counters, TaskCountersParam
-from shoal.mapreduce.records import PKV_SCHEMA, GroupCounter, concat, sort_by_key
+from shoal.mapreduce.records import GroupCounter, sort_tables
 from shoal.mapreduce.shuffle_fetch import ReduceInput
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ class TaskInfo:
     task_id: str  # task_<job>_m_000003
     attempt_id: str  # attempt_<job>_m_000003_0
     partition: int
-    attempt: int
     is_map: bool
     reducers: int
     cwd: str  # the attempt's working directory, shipped files linked in
@@ -78,7 +77,7 @@ class TaskLogic:
 
     def sorter(self, task: TaskInfo) -> Callable[[list], pa.Table]:
         """Turns what ``map`` emitted into one (p, k, v) table sorted by (p, k)."""
-        return lambda tables: sort_by_key(concat(tables, PKV_SCHEMA), with_partition=True)
+        return lambda tables: sort_tables(tables, with_partition=True)
 
     def combiner(self, task: TaskInfo, counters: Counters) -> Combine | None:
         return None
@@ -195,7 +194,7 @@ def task_workspace(plan: JobPlan, is_map: bool, split: FileSplit | None = None) 
         def status(msg: str) -> None:
             tc.status = msg
 
-        yield TaskInfo(plan.job_id, task_id, attempt_id, tc.partitionId(), tc.attemptNumber(), is_map,
+        yield TaskInfo(plan.job_id, task_id, attempt_id, tc.partitionId(), is_map,
                        plan.reducers, cwd, split, status, plan.conf.sort_mb * MIB)
     finally:
         shutil.rmtree(cwd, ignore_errors=True)

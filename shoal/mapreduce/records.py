@@ -75,7 +75,7 @@ def value_bytes(arr: pa.Array | pa.ChunkedArray) -> Iterator[memoryview]:
         yield memoryview(data)[int(offsets[0]):int(offsets[-1])]
 
 
-def map_unique(keys: pa.Array, fn: Callable[[bytes], object], dtype: object = None) -> tuple[list, np.ndarray]:
+def map_unique(keys: pa.Array, fn: Callable[[bytes], object]) -> tuple[list, np.ndarray]:
     """(fn of each distinct key, index of each key's distinct value): one Python call
     per distinct key, not per record."""
     enc = pc.dictionary_encode(keys)
@@ -121,6 +121,12 @@ def sort_by_key(table: pa.Table, with_partition: bool) -> pa.Table:
     if with_partition:
         row_key += table.column("p").to_numpy().astype(np.int64) * len(order)
     return table.take(pa.array(np.argsort(row_key, kind="stable")))
+
+
+def sort_tables(tables: list[pa.Table], with_partition: bool) -> pa.Table:
+    """Tables of (p, k, v) rows, or of (k, v) rows without ``with_partition``, as one
+    table sorted by (partition, key) or by key."""
+    return sort_by_key(concat(tables, PKV_SCHEMA if with_partition else KV_SCHEMA), with_partition)
 
 
 def sort_lines(lines: pa.Array | pa.ChunkedArray, fmt: StreamingFormat, reducers: int,

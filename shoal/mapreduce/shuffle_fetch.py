@@ -25,7 +25,7 @@ from shoal.compute.shuffle_read import Segment, read_local_segment
 from shoal.compute.shuffle_service import ShuffleClient
 from shoal.errors import FetchFailed
 from shoal.mapreduce import counters as C
-from shoal.mapreduce.records import IPC_OPTIONS, KV_SCHEMA, MERGE_BATCH_ROWS, concat, decode, sort_by_key
+from shoal.mapreduce.records import IPC_OPTIONS, KV_SCHEMA, MERGE_BATCH_ROWS, decode, sort_tables
 
 if TYPE_CHECKING:
     from shoal.compute.taskcontext import TaskContext
@@ -119,7 +119,7 @@ class ReduceInput:
     def _spill_held(self) -> None:
         held, self.held, self.held_bytes = self.held, [], 0
         self.counters.incr(C.FRAMEWORK, C.MERGED_MAP_OUTPUTS, len(held))
-        table = sort_by_key(concat(held), with_partition=False)
+        table = sort_tables(held, with_partition=False)
         del held
         path = os.path.join(self.work_dir, f"reduce-run-{os.getpid()}-{secrets.token_hex(6)}.arrow")
         self.runs.append(path)
@@ -136,7 +136,7 @@ class ReduceInput:
         try:
             held, self.held, self.held_bytes = self.held, [], 0
             self.counters.incr(C.FRAMEWORK, C.MERGED_MAP_OUTPUTS, len(held))
-            memory = sort_by_key(concat(held), with_partition=False)
+            memory = sort_tables(held, with_partition=False)
             del held
             if not self.runs:
                 for start in range(0, memory.num_rows, MERGE_BATCH_ROWS):
@@ -184,7 +184,7 @@ def merge_sorted(sources: list[Iterator[pa.Table | pa.RecordBatch]]) -> Iterator
             if n:
                 pieces.append(head.slice(0, n))
             heads[i] = head.slice(n) if n < head.num_rows else _next_nonempty(sources[i])
-        yield sort_by_key(concat(pieces), with_partition=False)
+        yield sort_tables(pieces, with_partition=False)
 
 
 def _next_nonempty(source: Iterator[pa.Table | pa.RecordBatch]) -> pa.Table | None:

@@ -212,6 +212,34 @@ def test_streaming_word_count_python_scripts(tmp_path: Path, jobs_dir: Path) -> 
     assert re.search(r"^Job job_\d+_\d{4} completed successfully", report, re.M), report
 
 
+def test_streaming_word_count_on_the_cluster(tmp_path: Path, jobs_dir: Path, dfs_cluster: RunningCluster) -> None:
+    """The same job on a `shoal up` cluster: DFS input in 64 KiB blocks (one map task
+    each, where the block lives), scripts shipped with -file into the executor
+    containers, a combiner, and the output on the DFS."""
+    lines = word_corpus(9, 6000)
+    dfs_cluster.fs.mkdirs("/wc/in")
+    with dfs_cluster.fs.open("/wc/in/words.txt", "wb", block_size=DFS_BLOCK, overwrite=True) as f:
+        f.write(("\n".join(lines) + "\n").encode())
+    blocks = len(dfs_cluster.fs.blocks("/wc/in/words.txt").blocks)
+    assert blocks > 2
+    report = ok(streaming("-input", "/wc/in", "-output", "/wc/out", "-mapper", "wc_mapper.py",
+                          "-combiner", "wc_reducer.py", "-reducer", "wc_reducer.py",
+                          "-file", program(tmp_path, "wc_mapper.py"), "-file", program(tmp_path, "wc_reducer.py"),
+                          "-numReduceTasks", "2", "-cmdenv", venv_path_env(), "-cluster", str(dfs_cluster.folder),
+                          master=None, jobs_dir=jobs_dir))
+    names = dfs_cluster.fs.ls("/wc/out")
+    assert sorted(n.rsplit("/", 1)[1] for n in names) == ["_SUCCESS", "part-00000", "part-00001"]
+    got = [line for n in names if "part-" in n for line in dfs_cluster.fs.cat(n).decode().splitlines()]
+    assert counts_of(got) == Counter(w for line in lines for w in line.split())
+    counters = parse_counters(report)
+    assert counters["Job Counters"]["Launched map tasks"] >= blocks
+    # Every worker holds a replica of every block here, so every map ran where its block is.
+    assert counters["Job Counters"]["Data-local map tasks"] == counters["Job Counters"]["Launched map tasks"]
+    fw = framework(counters)
+    assert fw["Map input records"] == len(lines)
+    assert fw["Combine input records"] == fw["Map output records"] > fw["Combine output records"]
+
+
 # --- 2. shell tools only, with a combiner ----------------------------------------------------
 AWK_MAP = "awk '{for(i=1;i<=NF;i++) print $i \"\\t1\"}'"
 AWK_SUM = "awk -F'\\t' '$1 != k { if (NR > 1) print k \"\\t\" s; k = $1; s = 0 } { s += $2 } " \

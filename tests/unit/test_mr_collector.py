@@ -346,7 +346,7 @@ def test_empty_map_output_commits_empty_segments(tmp_path) -> None:
 
 def streaming_sorter(reducers: int, tmp: str):
     logic = StreamingLogic("cat", "cat", None, StreamingFormat())
-    task = TaskInfo("job_1", "task_1_m_000000", "attempt_1_m_000000_0", 0, 0, True, reducers, tmp)
+    task = TaskInfo("job_1", "task_1_m_000000", "attempt_1_m_000000_0", 0, True, reducers, tmp)
     return logic.sorter(task)
 
 
