@@ -120,10 +120,13 @@ def test_all_replicas_corrupt_is_reported_never_served(make_cluster) -> None:
 def test_returning_node_excess_trimmed(make_cluster) -> None:
     rc = make_cluster(workers=4, racks=2, overrides=SMALL_BLOCKS)
     data = write(rc, "/back.bin", 10 * 256 * 1024)
-    victim = "w3"
-    rack = next(n.rack for n in rc.fs.report().nodes if n.node_id == victim)
     doomed = write(rc, "/gone-while-dead.bin", 2 * 256 * 1024)
-    doomed_blocks = [b.block.block_id for b in rc.fs.blocks("/gone-while-dead.bin").blocks]
+    located = rc.fs.blocks("/gone-while-dead.bin").blocks
+    doomed_blocks = [b.block.block_id for b in located]
+    # The victim holds a replica of the file deleted while it is dead (placement is
+    # random: a fixed worker may hold none of its blocks).
+    victim = located[0].locations[0].node_id
+    rack = next(n.rack for n in rc.fs.report().nodes if n.node_id == victim)
     victim_dir = rc.folder / "workers" / victim / "data" / "current" / "finalized"
     on_victim = [b for b in doomed_blocks if list(victim_dir.rglob(f"blk_{b}"))]
     kill(rc, victim)
