@@ -220,7 +220,9 @@ def test_periodic_checkpoint_by_transaction_count(make_cluster) -> None:
     meta = rc.folder / "master" / "meta"
 
     def newest_image() -> int:
-        return max((int(f.name[len("fsimage_"):]) for f in meta.glob("fsimage_*")), default=0)
+        # Only finished images: a checkpoint in progress writes fsimage_<txid>.tmp first.
+        return max((int(f.name[len("fsimage_"):]) for f in meta.glob("fsimage_*") if f.name[len("fsimage_"):].isdigit()),
+                   default=0)
 
     for i in range(25):
         rc.fs.mkdirs(f"/p/{i}")
